@@ -1,0 +1,17 @@
+"""Entry-point helper shared by the stage scripts."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from brainseg.errors import BrainsegError
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run a stage; a user-fixable error ends it with its message and exit code 2, no traceback."""
+    try:
+        main()
+    except BrainsegError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

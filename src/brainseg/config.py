@@ -1,0 +1,252 @@
+"""params.yaml -> typed, validated configuration.
+
+Every stage reads its settings through `load_params`, so a bad value fails before any work
+starts, with the dotted name of the key at fault.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brainseg.errors import BrainsegError
+
+SOURCES = ("phantom", "kaggle", "local")
+SPLIT_STRATEGIES = ("predefined", "random")
+ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus")
+SCHEDULERS = ("cosine", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(BrainsegError, ValueError):
+    """A value in params.yaml is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    train: int = 480
+    valid: int = 120
+    test: int = 120
+    image_size: int = 640
+    difficulty: float = 0.5
+    tumor_free_fraction: float = 0.15
+    two_tumor_fraction: float = 0.15
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "phantom"
+    kaggle_dataset: str = "pkdarabi/brain-tumor-image-dataset-semantic-segmentation"
+    local_path: str | None = None
+    max_archive_mb: int = 4096
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    image_size: int = 128
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    strategy: str = "predefined"
+    train: float = 0.7
+    val: float = 0.15
+    test: float = 0.15
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = "Unet"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: float = 0.5
+    affine: float = 0.7
+    rotate_deg: float = 15.0
+    scale: float = 0.1
+    shift: float = 0.05
+    brightness_contrast: float = 0.5
+    gamma: float = 0.3
+    noise: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    warmup_epochs: int = 1
+    patience: int = 8
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    device: str = "auto"
+    num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    threshold: float = 0.5
+    overlays_per_group: int = 4
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = 18
+    tolerance: float = 1e-4
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; run from the repository root") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    try:
+        params = parse_params(raw or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return params
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    params = _build(Params, raw, "")
+    _check(params)
+    return params
+
+
+def _build(cls, raw: Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (allowed here: {', '.join(known)})")
+    values = {}
+    for name, f in known.items():
+        if name not in raw:
+            continue
+        key = prefix + name
+        default = getattr(cls(), name)
+        values[name] = _coerce(raw[name], default, f.type, key)
+    return cls(**values)
+
+
+def _coerce(value: Any, default: Any, type_hint: str, key: str):
+    if hasattr(default, "__dataclass_fields__"):
+        return _build(type(default), value, key + ".")
+    if value is None:
+        if "None" in str(type_hint):
+            return None
+        raise ConfigError(f"{key} must not be empty")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        # PyYAML reads `1e-4` (as written by `dvc exp run -S`) as a string.
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return number
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
+            raise ConfigError(f"{key} must be a list of positive integers, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {message}")
+
+
+def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
+    _require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check(p: Params) -> None:
+    _one_of(p.data.source, SOURCES, "data.source")
+    if p.data.source == "local":
+        _require(bool(p.data.local_path), "data.local_path", "must name a zip or folder when data.source is local")
+    if p.data.source == "kaggle":
+        _require(p.data.kaggle_dataset.count("/") == 1, "data.kaggle_dataset", "must look like owner/dataset")
+    _require(p.data.max_archive_mb > 0, "data.max_archive_mb", "must be positive")
+    ph = p.data.phantom
+    for name in ("train", "valid", "test"):
+        _require(getattr(ph, name) >= 1, f"data.phantom.{name}", "must be at least 1")
+    _require(ph.image_size >= 64, "data.phantom.image_size", "must be at least 64")
+    _require(0.0 <= ph.difficulty <= 1.0, "data.phantom.difficulty", "must lie in [0, 1]")
+    _require(0.0 <= ph.tumor_free_fraction <= 1.0, "data.phantom.tumor_free_fraction", "must lie in [0, 1]")
+    _require(0.0 <= ph.two_tumor_fraction <= 1.0, "data.phantom.two_tumor_fraction", "must lie in [0, 1]")
+
+    # Encoders downsample 2**5 = 32 times.
+    _require(p.preprocess.image_size >= 32 and p.preprocess.image_size % 32 == 0,
+             "preprocess.image_size", f"must be a multiple of 32 (at least 32), got {p.preprocess.image_size}")
+
+    _one_of(p.split.strategy, SPLIT_STRATEGIES, "split.strategy")
+    fractions = (p.split.train, p.split.val, p.split.test)
+    _require(all(f > 0 for f in fractions) and abs(sum(fractions) - 1.0) < 1e-6,
+             "split.train/val/test", f"must be positive and sum to 1, got {fractions}")
+
+    _one_of(p.model.architecture, ARCHITECTURES, "model.architecture")
+    _require(len(p.model.decoder_channels) == 5, "model.decoder_channels", "must list 5 channel counts")
+    _require(0.0 <= p.model.dropout < 1.0, "model.dropout", "must lie in [0, 1)")
+
+    t = p.train
+    _require(t.epochs >= 1, "train.epochs", "must be at least 1")
+    _require(t.batch_size >= 2, "train.batch_size", "must be at least 2 (batch norm needs two samples)")
+    _require(t.lr > 0, "train.lr", "must be positive")
+    _require(t.weight_decay >= 0, "train.weight_decay", "must not be negative")
+    _one_of(t.scheduler, SCHEDULERS, "train.scheduler")
+    _require(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", "must lie in [0, train.epochs)")
+    _require(t.patience >= 1, "train.patience", "must be at least 1")
+    _require(t.dice_weight >= 0 and t.bce_weight >= 0 and t.dice_weight + t.bce_weight > 0,
+             "train.dice_weight/bce_weight", "must be non-negative and not both zero")
+    _one_of(t.device, DEVICES, "train.device")
+    _require(t.num_workers >= 0, "train.num_workers", "must not be negative")
+    for f in fields(AugmentConfig):
+        value = getattr(t.augment, f.name)
+        _require(value >= 0, f"train.augment.{f.name}", "must not be negative")
+        if f.name in ("hflip", "affine", "brightness_contrast", "gamma", "noise"):
+            _require(value <= 1, f"train.augment.{f.name}", "is a probability and must lie in [0, 1]")
+
+    _require(0.0 < p.evaluate.threshold < 1.0, "evaluate.threshold", "must lie in (0, 1)")
+    _require(p.evaluate.overlays_per_group >= 1, "evaluate.overlays_per_group", "must be at least 1")
+    _require(p.export.opset >= 17, "export.opset", "must be at least 17")
+    _require(p.export.tolerance > 0, "export.tolerance", "must be positive")

@@ -1,0 +1,104 @@
+"""Evaluate the best checkpoint on the test split, beside baselines, and draw the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from brainseg.config import Params
+from brainseg.data.archive import atomic_write_text
+from brainseg.data.dataset import ProcessedData
+from brainseg.metrics import per_image_table, summarize, threshold_sweep
+from brainseg.model import build_model, load_checkpoint
+from brainseg.plots import curves_figure, overlay_grid
+from brainseg.train import predict_probs, seed_everything
+
+SWEEP = np.round(np.arange(0.05, 0.96, 0.05), 2)
+INTENSITY_SWEEP = np.round(np.arange(0.0, 4.01, 0.1), 2)
+
+
+def standardize(images: np.ndarray) -> np.ndarray:
+    x = images.astype(np.float32)
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    std = x.std(axis=(1, 2), keepdims=True).clip(min=1e-3)
+    return (x - mean) / std
+
+
+def intensity_baseline(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> tuple[float, pd.DataFrame]:
+    """The classic non-learned segmenter: pixels brighter than t standard deviations above the
+    slice mean are tumor; t is chosen on validation for best per-image Dice."""
+    z_val = standardize(val[0])
+    scores = [summarize(per_image_table(z_val > t, val[1]))["dice_mean"] for t in INTENSITY_SWEEP]
+    best_t = float(INTENSITY_SWEEP[int(np.argmax(scores))])
+    return best_t, per_image_table(standardize(test[0]) > best_t, test[1])
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def _read_history(live_dir: Path) -> dict[str, pd.DataFrame]:
+    base = live_dir / "plots" / "metrics"
+    return {str(p.relative_to(base).with_suffix("")): pd.read_csv(p, sep="\t") for p in sorted(base.rglob("*.tsv"))}
+
+
+def _overlay_panels(images, truths, probs, table: pd.DataFrame, files: list[str], threshold: float, n: int):
+    order = table.sort_values(["dice", "file"], kind="stable").index.to_numpy()
+    with_tumor = [i for i in order if truths[i].any()]
+    picks = {
+        "worst": list(order[:n]),
+        "median": with_tumor[max(0, len(with_tumor) // 2 - n // 2):][:n],
+        "best": with_tumor[-n:][::-1],
+    }
+    return [(label, [(images[i], truths[i], probs[i] >= threshold, f"{files[i][:18]} dice {table.dice[i]:.2f}")
+                     for i in rows]) for label, rows in picks.items()]
+
+
+def evaluate(params: Params, processed_dir: Path, split_dir: Path, model_path: Path, live_dir: Path,
+             metrics_path: Path, plots_dir: Path) -> dict:
+    data = ProcessedData(processed_dir, split_dir)
+    test_images, test_masks = data.subset("test")
+    threshold = params.evaluate.threshold
+    device = torch.device("cpu")
+
+    model, ckpt = load_checkpoint(model_path)
+    probs = predict_probs(model, test_images, device)
+    table = per_image_table(probs >= threshold, test_masks)
+    files = data.index.loc[data.rows["test"], "file"].tolist()
+    table.insert(0, "file", files)
+    table["tumor_pixels"] = test_masks.reshape(len(test_masks), -1).sum(axis=1)
+
+    seed_everything(params.seed)  # the same initial weights training started from
+    untrained = build_model(params.model)
+    untrained_table = per_image_table(predict_probs(untrained, test_images, device) >= threshold, test_masks)
+    intensity_t, intensity_table = intensity_baseline(data.subset("val"), (test_images, test_masks))
+    empty_table = per_image_table(np.zeros_like(test_masks), test_masks)
+
+    metrics = {
+        **_rounded(summarize(table)),
+        "threshold": threshold,
+        "best_epoch": ckpt["epoch"],
+        "baselines": {
+            "empty": _rounded(summarize(empty_table)),
+            "intensity_threshold": {**_rounded(summarize(intensity_table)), "z_threshold": intensity_t},
+            "untrained": _rounded(summarize(untrained_table)),
+        },
+    }
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    sweep = threshold_sweep(probs, test_masks, SWEEP)
+    atomic_write_text(plots_dir / "thresholds.csv", sweep.round(6).to_csv(index=False))
+    atomic_write_text(plots_dir / "per_image.csv", table.round(6).to_csv(index=False))
+    curves_figure(_read_history(live_dir), sweep, threshold, plots_dir / "curves.png")
+    overlay_grid(_overlay_panels(test_images, test_masks, probs, table, files, threshold,
+                                 params.evaluate.overlays_per_group), plots_dir / "overlays.png")
+    b = metrics["baselines"]
+    print(f"test dice {metrics['dice_mean']:.4f} (per-image mean), {metrics['dice_global']:.4f} (global); "
+          f"baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, untrained "
+          f"{b['untrained']['dice_mean']:.4f}, empty {b['empty']['dice_mean']:.4f} -> {metrics_path}")
+    return metrics

@@ -1,0 +1,115 @@
+"""Export the best checkpoint to ONNX and TorchScript, with a JSON of what inference needs.
+
+Both exported graphs take N x 1 x S x S float intensities in [0, 1] and return tumor
+probabilities of the same shape; per-slice standardisation happens inside the graph.
+The stage fails unless ONNX Runtime and TorchScript agree with eager PyTorch within tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from brainseg.config import ExportConfig
+from brainseg.data.archive import atomic_write_text
+from brainseg.errors import BrainsegError
+from brainseg.model import load_checkpoint
+
+
+class ExportError(BrainsegError, RuntimeError):
+    pass
+
+
+class ProbabilityNet(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(image))
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    tmp = _tmp(path)
+    torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset, verbose=False,
+                      input_names=["image"], output_names=["probability"],
+                      dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=1024)}})
+    tmp.replace(path)
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    tmp = _tmp(path)
+    # TorchScript is deprecated upstream but is still what C++ (libtorch) deployments load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.trace(model, example), str(tmp))
+    tmp.replace(path)
+
+
+def _run_torchscript(path: Path, inputs: torch.Tensor) -> np.ndarray:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path))(inputs).numpy()
+
+
+def max_abs_diff_onnx(onnx_path: Path, inputs: np.ndarray, reference: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"image": inputs})
+    return float(np.abs(output - reference).max())
+
+
+def export(model_path: Path, out_dir: Path, cfg: ExportConfig, threshold: float, samples: np.ndarray) -> dict:
+    """`samples`: uint8 N x S x S slices used for tracing and for the agreement check."""
+    model, ckpt = load_checkpoint(model_path)
+    wrapped = ProbabilityNet(model).eval()
+    size = int(ckpt["image_size"])
+    inputs = torch.from_numpy(np.asarray(samples, dtype=np.float32)[:, None] / 255.0)
+    with torch.no_grad():
+        reference = wrapped(inputs).numpy()
+
+    onnx_path, ts_path = out_dir / "model.onnx", out_dir / "model.ts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _export_onnx(wrapped, inputs[:2], onnx_path, cfg.opset)
+    _export_torchscript(wrapped, inputs[:2], ts_path)
+
+    onnx_diff = max_abs_diff_onnx(onnx_path, inputs.numpy(), reference)
+    ts_diff = float(np.abs(_run_torchscript(ts_path, inputs) - reference).max())
+    if max(onnx_diff, ts_diff) > cfg.tolerance:
+        raise ExportError(f"exported models disagree with PyTorch: max |diff| ONNX {onnx_diff:.2e}, "
+                          f"TorchScript {ts_diff:.2e} > export.tolerance {cfg.tolerance:g}")
+
+    spec = {
+        "format_version": 1,
+        "brainseg_version": version("brainseg"),
+        "files": {"onnx": onnx_path.name, "torchscript": ts_path.name},
+        "input": {
+            "name": "image", "shape": ["batch", 1, size, size], "dtype": "float32",
+            "preprocessing": "grayscale; resize to size x size with area interpolation; "
+                             "scale intensities to [0, 1] (8-bit: divide by 255)",
+            "normalisation": "per-slice standardisation (zero mean, unit variance) inside the model",
+        },
+        "output": {"name": "probability", "shape": ["batch", 1, size, size], "meaning": "tumor probability"},
+        "threshold": threshold,
+        "model": ckpt["model"],
+        "best_epoch": ckpt["epoch"],
+        "val_dice": round(float(ckpt["val_dice"]), 6),
+        "check": {"samples": len(samples), "tolerance": cfg.tolerance,
+                  "max_abs_diff_onnx": float(f"{onnx_diff:.3g}"), "max_abs_diff_torchscript": float(f"{ts_diff:.3g}")},
+    }
+    atomic_write_text(out_dir / "model.json", json.dumps(spec, indent=2) + "\n")
+    print(f"exported {onnx_path} and {ts_path}; max |diff| vs PyTorch: ONNX {onnx_diff:.2e}, "
+          f"TorchScript {ts_diff:.2e} (tolerance {cfg.tolerance:g})")
+    return spec

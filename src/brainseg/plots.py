@@ -1,0 +1,73 @@
+"""Figures a person would rather see than read: overlays and curves (PNG, deterministic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+_PNG_META = {"Software": None}  # keeps PNG bytes identical across matplotlib patch releases
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100, metadata=_PNG_META)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def overlay_grid(panels: list[tuple[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]]], path: Path) -> None:
+    """Rows of (label, cases); each case is (image, truth, prediction, caption).
+
+    Truth outlines are green, predicted outlines red.
+    """
+    cols = max(len(cases) for _, cases in panels)
+    fig, axes = plt.subplots(len(panels), cols, figsize=(2.6 * cols, 2.9 * len(panels)), squeeze=False)
+    for r, (label, cases) in enumerate(panels):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(cases):
+                continue
+            image, truth, pred, caption = cases[c]
+            ax.imshow(image, cmap="gray", interpolation="nearest")
+            for mask, color in ((truth, "lime"), (pred, "red")):
+                if mask.any():
+                    ax.contour(mask.astype(float), levels=[0.5], colors=color, linewidths=1.0)
+            ax.set_title(f"{label}: {caption}", fontsize=7)
+    fig.suptitle("test overlays — truth green, prediction red", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def curves_figure(history: dict[str, pd.DataFrame], sweep: pd.DataFrame, threshold: float, path: Path) -> None:
+    """Training curves beside the test threshold and precision-recall curves."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for name, df in history.items():
+        if "loss" in name:
+            axes[0].plot(df["step"] + 1, df.iloc[:, -1], label=name)
+    axes[0].set(xlabel="epoch", ylabel="loss", title="training")
+    val_dice = history.get("val/dice")
+    if val_dice is not None:
+        twin = axes[0].twinx()
+        twin.plot(val_dice["step"] + 1, val_dice.iloc[:, -1], color="tab:green", label="val/dice")
+        twin.set_ylabel("val dice (per-image mean)")
+        twin.set_ylim(0, 1)
+        twin.legend(loc="center right")
+    axes[0].legend(loc="upper right")
+    axes[1].plot(sweep["threshold"], sweep["dice_mean"], label="dice (per-image mean)")
+    axes[1].plot(sweep["threshold"], sweep["dice_global"], label="dice (global)")
+    axes[1].axvline(threshold, color="grey", linestyle=":", label=f"threshold {threshold:g}")
+    axes[1].set(xlabel="probability threshold", ylabel="dice", title="test: dice vs threshold", ylim=(0, 1))
+    axes[1].legend()
+    axes[2].plot(sweep["recall"], sweep["precision"], marker=".")
+    axes[2].set(xlabel="recall (global)", ylabel="precision (global)", title="test: precision-recall",
+                xlim=(0, 1), ylim=(0, 1))
+    fig.tight_layout()
+    _save(fig, path)

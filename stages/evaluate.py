@@ -1,0 +1,16 @@
+"""Stage evaluate: test metrics in metrics/test.json, curves and overlays in plots/."""
+
+from pathlib import Path
+
+from brainseg.cli import run
+from brainseg.config import load_params
+from brainseg.evaluate import evaluate
+
+
+def main() -> None:
+    evaluate(load_params(), Path("data/processed"), Path("data/splits"), Path("models/model.pt"),
+             Path("metrics/train"), Path("metrics/test.json"), Path("plots"))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,21 @@
+"""Stage export: models/model.onnx + models/model.ts + models/model.json, checked against PyTorch."""
+
+from pathlib import Path
+
+from brainseg.cli import run
+from brainseg.config import load_params
+from brainseg.data.dataset import ProcessedData
+from brainseg.export import export
+
+CHECK_SAMPLES = 8
+
+
+def main() -> None:
+    params = load_params()
+    test_images, _ = ProcessedData(Path("data/processed"), Path("data/splits")).subset("test")
+    export(Path("models/model.pt"), Path("models"), params.export, params.evaluate.threshold,
+           test_images[:CHECK_SAMPLES])
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,25 @@
+"""Stage split: assign processed images to train / val / test lists in data/splits/."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from brainseg.cli import run
+from brainseg.config import load_params
+from brainseg.data.split import predefined_split, random_group_split, write_split
+
+
+def main() -> None:
+    params = load_params()
+    index = pd.read_csv("data/processed/index.csv", keep_default_na=False)
+    cfg = params.split
+    if cfg.strategy == "predefined":
+        split = predefined_split(index)
+    else:
+        split = random_group_split(index, {"train": cfg.train, "val": cfg.val, "test": cfg.test}, params.seed)
+    write_split(split, Path("data/splits"))
+    print("split (" + cfg.strategy + "): " + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from brainseg.config import ConfigError, Params, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.data.source == "phantom"
+
+
+def test_defaults_when_empty():
+    assert parse_params({}) == Params()
+
+
+def test_scientific_notation_string_from_dvc_exp_run():
+    # `dvc exp run -S train.lr=1e-4` writes 1e-4, which YAML 1.1 loaders read as a string.
+    assert parse_params({"train": {"lr": "1e-4"}}).train.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("raw,key", [
+    ({"train": {"lr": "fast"}}, "train.lr"),
+    ({"train": {"lr": -1}}, "train.lr"),
+    ({"train": {"epochs": 2.5}}, "train.epochs"),
+    ({"train": {"lrate": 0.1}}, "train.lrate"),
+    ({"data": {"source": "ftp"}}, "data.source"),
+    ({"data": {"source": "local"}}, "data.local_path"),
+    ({"preprocess": {"image_size": 100}}, "preprocess.image_size"),
+    ({"model": {"architecture": "SegNet"}}, "model.architecture"),
+    ({"data": {"phantom": {"difficulty": 2}}}, "data.phantom.difficulty"),
+    ({"train": {"augment": {"hflip": 1.5}}}, "train.augment.hflip"),
+    ({"split": {"train": 0.9}}, "split.train/val/test"),
+    ({"train": "fast"}, "train"),
+])
+def test_bad_values_name_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_params(raw)
+
+
+def test_load_params_names_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: zero\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: train\.epochs"):
+        load_params(path)

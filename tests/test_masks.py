@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from brainseg.data.masks import polygon_to_points, rasterize_polygons
+
+
+def box(x0, y0, x1, y1):
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=float)
+
+
+def test_integer_box_fills_exactly_its_pixels():
+    mask = rasterize_polygons([box(10, 20, 30, 25)], 64, 64)
+    ys, xs = np.nonzero(mask)
+    assert mask.sum() == 20 * 5
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 29, 20, 24)
+
+
+def test_fractional_box_uses_pixel_centres():
+    # Centres 10.5..29.5 lie in [10.3, 30.2); rows with centre in [20.7, 25.1) are 21..24.
+    mask = rasterize_polygons([box(10.3, 20.7, 30.2, 25.1)], 64, 64)
+    ys, xs = np.nonzero(mask)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 29, 21, 24)
+
+
+def test_polygon_outside_image_is_clipped():
+    mask = rasterize_polygons([box(-10, -5, 30, 80)], 64, 64)
+    assert mask.shape == (64, 64)
+    assert mask.sum() == 30 * 64
+
+
+def test_concave_polygon_even_odd():
+    u = np.array([[0, 0], [10, 0], [10, 10], [7, 10], [7, 3], [3, 3], [3, 10], [0, 10]], dtype=float)
+    mask = rasterize_polygons([u], 12, 12)
+    assert mask.sum() == 100 - 4 * 7
+    assert mask[5, 5] == 0 and mask[5, 1] == 1 and mask[1, 5] == 1
+
+
+def test_circle_area_close_to_analytic():
+    t = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    circle = np.stack([320 + 100 * np.cos(t), 320 + 100 * np.sin(t)], axis=1)
+    area = rasterize_polygons([circle], 640, 640).sum()
+    assert abs(area - np.pi * 100**2) / (np.pi * 100**2) < 0.005
+
+
+def test_several_polygons_union_and_empty():
+    mask = rasterize_polygons([box(0, 0, 4, 4), box(2, 2, 6, 6)], 8, 8)
+    assert mask.sum() == 16 + 16 - 4
+    assert rasterize_polygons([], 8, 8).sum() == 0
+
+
+@pytest.mark.parametrize("flat,ok", [([1, 2, 3, 4, 5, 6], True), ([1, 2, 3, 4], False), ([1, 2, 3], False)])
+def test_polygon_to_points_rejects_degenerate(flat, ok):
+    assert (polygon_to_points(flat) is not None) == ok
