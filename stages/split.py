@@ -2,16 +2,15 @@
 
 from pathlib import Path
 
-import pandas as pd
-
 from brainseg.cli import run
 from brainseg.config import load_params
+from brainseg.data.cache import read_index
 from brainseg.data.split import predefined_split, random_group_split, write_split
 
 
 def main() -> None:
     params = load_params()
-    index = pd.read_csv("data/processed/index.csv", keep_default_na=False)
+    index = read_index(Path("data/processed"))
     cfg = params.split
     if cfg.strategy == "predefined":
         split = predefined_split(index)

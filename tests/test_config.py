@@ -46,3 +46,15 @@ def test_load_params_names_file(tmp_path):
     path.write_text("train:\n  epochs: zero\n")
     with pytest.raises(ConfigError, match=r"params\.yaml: train\.epochs"):
         load_params(path)
+
+
+def test_stage_reports_bad_params_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text("train:\n  lr: fast\n")
+    result = subprocess.run([sys.executable, str(ROOT / "stages/split.py")], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "params.yaml: train.lr must be a number" in result.stderr
+    assert "Traceback" not in result.stderr

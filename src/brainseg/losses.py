@@ -7,10 +7,16 @@ import torch.nn.functional as F
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice over the whole batch (pooled), smoothed so empty batches stay finite."""
-    probs = torch.sigmoid(logits)
-    intersection = (probs * target).sum()
-    return 1.0 - (2.0 * intersection + eps) / (probs.sum() + target.sum() + eps)
+    """1 - soft Dice per image, averaged over the batch.
+
+    Per image rather than pooled over the batch, so a small tumor weighs as much as a large one,
+    as in the per-image Dice the pipeline reports; `eps` keeps tumor-free slices finite and
+    rewards predicting nothing on them.
+    """
+    probs = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    intersection = (probs * target).sum(1)
+    return (1.0 - (2.0 * intersection + eps) / (probs.sum(1) + target.sum(1) + eps)).mean()
 
 
 class DiceBCELoss(torch.nn.Module):

@@ -28,6 +28,11 @@ class BadImageError(BrainsegError, ValueError):
     """Image files that could not be decoded; the message lists every one."""
 
 
+def read_index(processed_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(processed_dir / "index.csv", dtype={"file": str, "split": str, "group": str},
+                       keep_default_na=False)
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Area-resample then threshold at half coverage, so thin or small lesions keep their extent."""
     resized = cv2.resize(mask * np.uint8(255), (size, size), interpolation=cv2.INTER_AREA)

@@ -7,11 +7,11 @@ from pathlib import Path
 import albumentations as A
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
 from brainseg.config import AugmentConfig
+from brainseg.data.cache import read_index
 from brainseg.data.split import read_split, sample_keys
 
 
@@ -21,7 +21,7 @@ class ProcessedData:
     def __init__(self, processed_dir: Path, split_dir: Path):
         self.images = np.load(processed_dir / "images.npy", mmap_mode="r")
         self.masks = np.load(processed_dir / "masks.npy", mmap_mode="r")
-        self.index = pd.read_csv(processed_dir / "index.csv", keep_default_na=False)
+        self.index = read_index(processed_dir)
         row_of = dict(zip(sample_keys(self.index), range(len(self.index))))
         try:
             self.rows = {s: np.array([row_of[k] for k in keys], dtype=np.int64)
