@@ -1,4 +1,4 @@
-"""Stage preprocess: decode, rasterise and resize every image once into data/processed/."""
+"""Stage preprocess: decode, build masks and resize every image once into data/processed/."""
 
 import json
 from pathlib import Path
@@ -11,10 +11,14 @@ from brainseg.data.cache import preprocess
 
 def main() -> None:
     params = load_params()
-    audit = preprocess(Path("data/raw"), Path("data/processed"), params.preprocess.image_size)
+    audit = preprocess(Path("data/raw"), Path("data/processed"), params.preprocess.image_size,
+                       categories=params.data.categories, on_bad_image=params.preprocess.on_bad_image,
+                       plot_path=Path("plots/tumor_area.png"))
     atomic_write_text(Path("metrics/data.json"), json.dumps(audit, indent=2) + "\n")
-    print(f"preprocess: {audit['images']} images at {params.preprocess.image_size}px, "
-          f"{audit['tumor_free_fraction']:.1%} tumor-free, {audit['rectangle_fraction']:.1%} of polygons are boxes")
+    skipped = f", {audit['images_skipped']} unreadable skipped" if audit["images_skipped"] else ""
+    print(f"preprocess: {audit['images']} images at {params.preprocess.image_size}px{skipped}, "
+          f"{audit['tumor_free_fraction']:.1%} tumor-free, {audit['rectangle_fraction']:.1%} of polygons are boxes, "
+          f"{audit['groups_cross_split']} groups in more than one split")
 
 
 if __name__ == "__main__":

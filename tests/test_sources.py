@@ -1,4 +1,3 @@
-import io
 import json
 import stat
 import zipfile
@@ -116,3 +115,19 @@ def test_real_kaggle_copy_through_local_source(tmp_path):
     assert manifest["archive_sha256"] == "871c8e94a066fb394eea1d96495f418d5cbe198f9b58adb009362f4d70d9fbaf"
     assert manifest["files"] == 2146 + 3
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["test", "train", "valid"]
+
+
+def test_local_single_coco_json_layout_keeps_the_json(tmp_path):
+    import cv2
+    import numpy as np
+
+    ds = tmp_path / "wrapper" / "ds"
+    (ds / "images").mkdir(parents=True)
+    cv2.imwrite(str(ds / "images/a.png"), np.zeros((8, 8), np.uint8))
+    coco = {"images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 8}], "annotations": [],
+            "categories": [{"id": 1, "name": "tumor", "supercategory": "none"}]}
+    (ds / "annotations.json").write_text(json.dumps(coco))
+    manifest = download(DataConfig(source="local", local_path=str(tmp_path / "wrapper")), 0,
+                        tmp_path / "raw", tmp_path / "download.json")
+    assert (tmp_path / "raw/annotations.json").is_file() and (tmp_path / "raw/images/a.png").is_file()
+    assert manifest["files"] == 2

@@ -20,6 +20,7 @@ SPLIT_STRATEGIES = ("predefined", "random")
 ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus")
 SCHEDULERS = ("cosine", "none")
 DEVICES = ("auto", "cpu", "cuda")
+BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 class ConfigError(BrainsegError, ValueError):
@@ -43,12 +44,16 @@ class DataConfig:
     kaggle_dataset: str = "pkdarabi/brain-tumor-image-dataset-semantic-segmentation"
     local_path: str | None = None
     max_archive_mb: int = 4096
+    download_retries: int = 3
+    # Category names counted as tumor; empty = every category under the tumor supercategory.
+    categories: tuple[str, ...] = ()
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     image_size: int = 128
+    on_bad_image: str = "error"  # error | skip
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,7 @@ def _build(cls, raw: Any, prefix: str):
             continue
         key = prefix + name
         default = getattr(cls(), name)
-        values[name] = _coerce(raw[name], default, f.type, key)
+        values[name] = _coerce(raw[name], default, str(f.type), key)
     return cls(**values)
 
 
@@ -183,6 +188,10 @@ def _coerce(value: Any, default: Any, type_hint: str, key: str):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return number
     if isinstance(default, tuple):
+        if "str" in type_hint:
+            if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+                raise ConfigError(f"{key} must be a list of names, got {value!r}")
+            return tuple(str(v) for v in value)
         if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
             raise ConfigError(f"{key} must be a list of positive integers, got {value!r}")
         return tuple(value)
@@ -207,6 +216,7 @@ def _check(p: Params) -> None:
     if p.data.source == "kaggle":
         _require(p.data.kaggle_dataset.count("/") == 1, "data.kaggle_dataset", "must look like owner/dataset")
     _require(p.data.max_archive_mb > 0, "data.max_archive_mb", "must be positive")
+    _require(p.data.download_retries >= 1, "data.download_retries", "must be at least 1")
     ph = p.data.phantom
     for name in ("train", "valid", "test"):
         _require(getattr(ph, name) >= 1, f"data.phantom.{name}", "must be at least 1")
@@ -219,6 +229,7 @@ def _check(p: Params) -> None:
     _require(p.preprocess.image_size >= 32 and p.preprocess.image_size % 32 == 0,
              "preprocess.image_size", f"must be a multiple of 32 (at least 32), got {p.preprocess.image_size}")
 
+    _one_of(p.preprocess.on_bad_image, BAD_IMAGE_POLICIES, "preprocess.on_bad_image")
     _one_of(p.split.strategy, SPLIT_STRATEGIES, "split.strategy")
     fractions = (p.split.train, p.split.val, p.split.test)
     _require(all(f > 0 for f in fractions) and abs(sum(fractions) - 1.0) < 1e-6,

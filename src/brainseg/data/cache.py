@@ -1,13 +1,16 @@
-"""Preprocess: decode every image once, rasterise its mask, resize, and store arrays.
+"""Preprocess: decode every image once, build its mask, resize, and store arrays.
 
 Output folder (written to a temporary folder, then renamed into place):
 - images.npy, masks.npy: uint8 N x S x S (masks in {0, 1}); training memory-maps them.
-- index.csv: one row per array row: file, split, group, height, width, tumor_pixels.
+- index.csv: one row per array row: file, split, group, height, width, tumor_pixels
+  (height, width: original size in pixels; tumor_pixels counted at that size).
 """
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,16 +19,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from brainseg.data.archive import staging_dir
+from brainseg.data.archive import atomic_write_bytes, staging_dir
 from brainseg.data.layout import LayoutStats, Sample, read_layout
-from brainseg.data.masks import rasterize_polygons
+from brainseg.data.masks import decode_rle, rasterize_polygons
 from brainseg.errors import BrainsegError
 
 INDEX_COLUMNS = ["file", "split", "group", "height", "width", "tumor_pixels"]
 
 
 class BadImageError(BrainsegError, ValueError):
-    """Image files that could not be decoded; the message lists every one."""
+    """Image files that are missing or could not be decoded; the message lists every one."""
 
 
 def read_index(processed_dir: Path) -> pd.DataFrame:
@@ -39,62 +42,164 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return (resized >= 128).astype(np.uint8)
 
 
-def load_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """Decode, rasterise and resize one sample; None when the image cannot be read."""
-    image = cv2.imread(str(sample.file), cv2.IMREAD_GRAYSCALE)
-    if image is None:
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """16-bit (or float) slices scaled by their own maximum.
+
+    MRI intensities have no absolute unit (they depend on scanner, coil and protocol), and 16-bit
+    exports often use only a few thousand levels: OpenCV's default 16->8 bit shift would leave such
+    slices nearly black. Per-image max scaling keeps the full contrast of each slice.
+    """
+    if image.dtype == np.uint8:
+        return image
+    image = np.nan_to_num(image.astype(np.float32)).clip(min=0)
+    peak = float(image.max())
+    return np.zeros(image.shape, np.uint8) if peak == 0 else np.rint(image * (255.0 / peak)).astype(np.uint8)
+
+
+def read_mask_file(path: Path) -> np.ndarray | None:
+    """Any non-zero channel is tumor: covers 0/255 and 0/1 masks, 8 or 16 bit, gray or RGB."""
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
         return None
-    height, width = image.shape
+    if mask.ndim == 3:
+        mask = mask[:, :, :3]  # an alpha channel is opacity, not label
+        return (mask > 0).any(axis=2).astype(np.uint8)
+    return (mask > 0).astype(np.uint8)
+
+
+def decode_gray(path: Path) -> np.ndarray | None:
+    """Grayscale uint8 at full resolution, or None if undecodable.
+
+    Always a full decode followed by area resizing: the exported model's preprocessing contract
+    is the same two steps, so training and inference see identical pixels (libjpeg's reduced-scale
+    decode would be ~15% faster here but would not match).
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    return None if image is None else to_uint8(image)
+
+
+def _coco_mask(sample: Sample, height: int, width: int) -> np.ndarray:
+    polygons = sample.polygons
     if (height, width) != (sample.height, sample.width):
         # Annotations are in the coordinates the annotation file declares; scale them to the pixels.
         scale = np.array([width / sample.width, height / sample.height])
-        polygons = [p * scale for p in sample.polygons]
-    else:
-        polygons = sample.polygons
+        polygons = [p * scale for p in polygons]
     mask = rasterize_polygons(polygons, height, width)
+    for counts, rle_height, rle_width in sample.rles:
+        rle = decode_rle(counts, rle_height, rle_width)
+        if rle.shape != (height, width):
+            rle = cv2.resize(rle, (width, height), interpolation=cv2.INTER_NEAREST)
+        mask |= rle
+    return mask
+
+
+def load_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, int, int, int] | str:
+    """(image, mask, tumor pixels, original height, width), or why the sample cannot be used."""
+    if not sample.file.is_file():
+        return f"{sample.file} (missing)"
+    if sample.mask_file is not None:
+        mask = read_mask_file(sample.mask_file)
+        if mask is None:
+            return f"{sample.mask_file} (mask missing or cannot be decoded)"
+    image = decode_gray(sample.file)
+    if image is None:
+        return f"{sample.file} (cannot be decoded)"
+    height, width = image.shape
+    if sample.mask_file is not None and mask.shape != (height, width):
+        return f"{sample.file} (image is {height}x{width}, its mask {mask.shape[0]}x{mask.shape[1]})"
+    if sample.mask_file is None:
+        mask = _coco_mask(sample, height, width)
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return image, resize_mask(mask, size), int(mask.sum())
+    tumor_pixels = cv2.countNonZero(mask)
+    small = resize_mask(mask, size) if tumor_pixels else np.zeros((size, size), np.uint8)
+    return image, small, tumor_pixels, height, width
 
 
-def preprocess(raw_dir: Path, out_dir: Path, size: int) -> dict:
-    samples, stats = read_layout(raw_dir)
+def preprocess(raw_dir: Path, out_dir: Path, size: int, categories: Sequence[str] = (),
+               on_bad_image: str = "error", plot_path: Path | None = None) -> dict:
+    """Write the arrays and index for the dataset at `raw_dir`; return the audit (flat numbers).
+
+    on_bad_image: "error" raises naming every missing or undecodable file; "skip" drops them
+    and counts them in the audit. plot_path: where to write the tumor-area histogram.
+    """
+    samples, stats = read_layout(raw_dir, categories)
     # cv2 releases the GIL while decoding and resizing, so threads scale across cores.
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         results = list(tqdm(pool.map(lambda s: load_sample(s, size), samples), total=len(samples),
-                            desc="preprocess", unit="img"))
-    bad = [str(s.file) for s, r in zip(samples, results) if r is None]
-    if bad:
-        raise BadImageError(f"{len(bad)} image(s) could not be decoded; fix or remove them: " + ", ".join(bad))
+                            desc="preprocess", unit="img", mininterval=1.0))
+    bad = [r for r in results if isinstance(r, str)]
+    if bad and on_bad_image != "skip":
+        raise BadImageError(f"{len(bad)} image(s) are missing or could not be decoded; fix or remove them, or set "
+                            "preprocess.on_bad_image: skip: " + ", ".join(bad))
+    kept = [(s, r) for s, r in zip(samples, results) if not isinstance(r, str)]
+    if not kept:
+        raise BadImageError(f"{raw_dir}: none of the {len(samples)} images could be read: " + ", ".join(bad[:10]))
 
     with staging_dir(out_dir) as staging:
-        images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (len(samples), size, size))
-        masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (len(samples), size, size))
+        images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (len(kept), size, size))
+        masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (len(kept), size, size))
         rows = []
-        for i, (sample, (image, mask, tumor_pixels)) in enumerate(zip(samples, results)):
+        for i, (sample, (image, mask, tumor_pixels, height, width)) in enumerate(kept):
             images[i], masks[i] = image, mask
-            rows.append([sample.file.name, sample.split, sample.group, sample.height, sample.width, tumor_pixels])
+            rows.append([sample.name, sample.split, sample.group, height, width, tumor_pixels])
         images.flush()
         masks.flush()
         del images, masks
         index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
         index.to_csv(staging / "index.csv", index=False)
-    return audit(index, stats)
+    if plot_path is not None:
+        plot_tumor_area(index, plot_path)
+    return audit(index, stats, skipped=len(bad))
 
 
-def audit(index: pd.DataFrame, stats: LayoutStats) -> dict:
-    """Dataset facts worth tracking: counts, tumor-free share, label shapes."""
+def tumor_area_fraction(index: pd.DataFrame) -> pd.Series:
+    """Tumor share of the image, for images that have a tumor."""
+    has_tumor = index["tumor_pixels"] > 0
+    return index.loc[has_tumor, "tumor_pixels"] / (index["height"] * index["width"])[has_tumor]
+
+
+def audit(index: pd.DataFrame, stats: LayoutStats, skipped: int = 0) -> dict:
+    """Dataset facts worth tracking: counts, tumor-free share, tumor sizes, label shapes, leakage."""
     per_split = index.groupby("split").size().to_dict()
-    tumor_free = index["tumor_pixels"] == 0
-    area = index.loc[~tumor_free, "tumor_pixels"] / (index["height"] * index["width"])[~tumor_free]
+    area = tumor_area_fraction(index)
+    quantiles = {f"tumor_area_fraction_{name}": round(float(area.quantile(q)), 6) if len(area) else 0.0
+                 for name, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9))}
+    group_sizes = index.groupby("group").size()
+    splits_per_group = index.groupby("group")["split"].nunique()
     return {
         "images": int(len(index)),
         **{f"images_{k}": int(v) for k, v in sorted(per_split.items())},
-        "tumor_free_fraction": round(float(tumor_free.mean()), 6),
-        "tumor_area_fraction_median": round(float(area.median()), 6) if len(area) else 0.0,
+        "images_skipped": skipped,
+        "tumor_free_fraction": round(float((index["tumor_pixels"] == 0).mean()), 6),
+        **quantiles,
+        "tumor_area_fraction_max": round(float(area.max()), 6) if len(area) else 0.0,
         "annotations": stats.annotations,
         "polygons": stats.polygons,
         "polygons_skipped_degenerate": stats.degenerate_polygons,
-        "annotations_orphaned": stats.orphan_annotations,
+        "polygon_vertices_median": float(np.median(stats.polygon_vertices)) if stats.polygon_vertices else 0.0,
         "rectangle_fraction": round(stats.rectangles / stats.polygons, 6) if stats.polygons else 0.0,
+        "rle_annotations": stats.rle_annotations,
+        "annotations_orphaned": stats.orphan_annotations,
+        "masks_orphaned": stats.orphan_masks,
+        "groups": int(len(group_sizes)),
+        "groups_duplicated": int((group_sizes > 1).sum()),
+        "groups_cross_split": int((splits_per_group > 1).sum()),
     }
+
+
+def plot_tumor_area(index: pd.DataFrame, path: Path) -> None:
+    # A bare Figure renders without pyplot, so no display or global backend is involved.
+    from matplotlib.figure import Figure
+
+    area = tumor_area_fraction(index) * 100
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.hist(area, bins=40, color="tab:red")
+    ax.set_xlabel("tumor area (% of image)")
+    ax.set_ylabel("images")
+    ax.set_title(f"Tumor area, {len(area)} images with tumor ({int((index['tumor_pixels'] == 0).sum())} without)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())

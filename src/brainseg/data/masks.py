@@ -58,3 +58,46 @@ def _fill_polygon(mask: np.ndarray, points: np.ndarray) -> None:
     np.add.at(coverage, (row_idx[valid], c_start[valid]), 1)
     np.add.at(coverage, (row_idx[valid], c_end[valid]), -1)
     mask[rows] |= (np.cumsum(coverage, axis=1)[:, :width] > 0).astype(np.uint8)
+
+
+def rle_counts(counts: Sequence[int] | str) -> list[int]:
+    """COCO RLE counts: an uncompressed list, or the compressed string pycocotools writes.
+
+    The string packs each count into 5-bit chunks (offset by 48 to printable characters, 0x20 =
+    more chunks follow, 0x10 in the last chunk = negative); from the fourth count on, each is
+    stored as the difference to the count two places earlier (same pixel value).
+    """
+    if not isinstance(counts, str):
+        values = [int(c) for c in counts]
+        if any(c < 0 for c in values):
+            raise ValueError("negative run length")
+        return values
+    values: list[int] = []
+    pos = 0
+    while pos < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(counts):
+                raise ValueError("compressed counts end inside a number")
+            chunk = ord(counts[pos]) - 48
+            value |= (chunk & 0x1F) << shift
+            more = bool(chunk & 0x20)
+            pos += 1
+            shift += 5
+            if not more and chunk & 0x10:
+                value |= -1 << shift
+        if len(values) > 2:
+            value += values[-2]
+        if value < 0:
+            raise ValueError("negative run length")
+        values.append(value)
+    return values
+
+
+def decode_rle(counts: Sequence[int], height: int, width: int) -> np.ndarray:
+    """Run lengths (alternating 0s and 1s, starting with 0s) over the pixels in column-major order."""
+    values = np.zeros(len(counts), dtype=np.uint8)
+    values[1::2] = 1
+    flat = np.repeat(values, np.asarray(counts, dtype=np.int64))
+    # COCO runs down columns first (Fortran order), as pycocotools does.
+    return np.ascontiguousarray(flat.reshape(width, height).T)

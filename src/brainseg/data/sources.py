@@ -9,8 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
+import time
+import zipfile
 from pathlib import Path
 
 from brainseg.config import DataConfig
@@ -28,6 +32,15 @@ OFFLINE_HINT = (
     "To work offline, set data.source to 'phantom' (built-in synthetic MRI) or to 'local' "
     "with data.local_path pointing at a downloaded zip or extracted folder."
 )
+
+REJECTED_HINT = (
+    "Kaggle rejected the configured credentials. Create a new API token at "
+    "https://www.kaggle.com/settings/api and save it as ~/.kaggle/kaggle.json (mode 600), or "
+    "export KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN) with its values. " + OFFLINE_HINT
+)
+
+# Backoff before retry n is RETRY_BACKOFF_S * 2**(n-1); tests set it to 0.
+RETRY_BACKOFF_S = 2.0
 
 
 def sha256_file(path: Path) -> str:
@@ -50,7 +63,58 @@ def kaggle_credentials_present() -> bool:
     return any((d / n).is_file() for d in dirs for n in names)
 
 
-def _kaggle_download(dataset: str, dest: Path) -> Path:
+def _kaggle_api():
+    """The official client, pointed at the endpoint kagglesdk derives from KAGGLE_API_ENVIRONMENT."""
+    # Imported here: `import kaggle` authenticates (and prints) at import time.
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk import KaggleClient
+    from kagglesdk.kaggle_env import get_env
+
+    class Api(KaggleApi):
+        # KaggleApi.build_kaggle_client always passes an explicit env (PROD unless
+        # KAGGLE_API_ENVIRONMENT was LOCALHOST at import time), so kagglesdk's TEST/QA/...
+        # settings are ignored; its verbose mode would also print the Authorization header.
+        def build_kaggle_client(self):
+            return KaggleClient(env=get_env(), verbose=False,
+                                username=self.config_values.get(self.CONFIG_NAME_USER),
+                                password=self.config_values.get(self.CONFIG_NAME_KEY),
+                                api_token=self.config_values.get(self.CONFIG_NAME_TOKEN),
+                                response_processor=self.get_response_processor())
+
+    return Api()
+
+
+def _describe(err: BaseException, status: int | None) -> str:
+    text = f"{type(err).__name__}: {err}" + (f" (HTTP {status})" if status else "")
+    # Signed download URLs carry a temporary token in the query string; keep it out of messages.
+    return re.sub(r"\?\S*", "", text)
+
+
+def _kaggle_fetch(api, owner: str, slug: str, version: str | None, dest: Path) -> Path:
+    """One attempt: the same requests as KaggleApi.dataset_download_files, without its own retries."""
+    from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
+
+    dest.mkdir()
+    request = ApiDownloadDatasetRequest()
+    request.owner_slug = owner
+    request.dataset_slug = slug
+    request.dataset_version_number = int(version) if version else None
+    with api.build_kaggle_client() as kaggle:
+        # POST .../datasets.DatasetApiService/DownloadDataset, redirected to the zip.
+        response = kaggle.datasets.dataset_api_client.download_dataset(request)
+        outfile = dest / f"{slug}.zip"
+        # dataset_download_files would retry 5 times with up to 60 s sleeps and resume
+        # partial files; retries are ours, bounded by data.download_retries.
+        api.download_file(response, str(outfile), kaggle.http_client(), quiet=True, resume=False, max_retries=0)
+    # download_file checks Content-Length; this also catches a complete but cut or corrupt zip.
+    with zipfile.ZipFile(outfile) as zf:
+        bad = zf.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"CRC mismatch in member {bad!r}")
+    return outfile
+
+
+def _kaggle_download(dataset: str, dest: Path, attempts: int) -> Path:
     if not kaggle_credentials_present():
         raise DataSourceError(
             "data.source is 'kaggle' but no Kaggle credentials were found. Create an API token at "
@@ -58,22 +122,36 @@ def _kaggle_download(dataset: str, dest: Path) -> Path:
             "mode 600) or ~/.kaggle/access_token, or export KAGGLE_USERNAME and KAGGLE_KEY "
             "(or KAGGLE_API_TOKEN). " + OFFLINE_HINT
         )
-    # Imported here: `import kaggle` authenticates (and prints) at import time.
-    from kaggle.api.kaggle_api_extended import KaggleApi
-
-    api = KaggleApi()
-    try:
-        api.authenticate()
-    except SystemExit:
-        raise DataSourceError("Kaggle rejected the configured credentials. " + OFFLINE_HINT) from None
-    try:
-        api.dataset_download_files(dataset, path=str(dest), unzip=False, quiet=False)
-    except Exception as err:  # the client raises many types; all mean the download failed
-        raise DataSourceError(f"downloading Kaggle dataset {dataset!r} failed: {err}. " + OFFLINE_HINT) from err
-    zips = sorted(dest.glob("*.zip"))
-    if len(zips) != 1:
-        raise DataSourceError(f"expected one zip from Kaggle in {dest}, found {[z.name for z in zips]}")
-    return zips[0]
+    parts = dataset.split("/")
+    if len(parts) not in (2, 3) or not all(parts) or (len(parts) == 3 and not parts[2].isdigit()):
+        raise DataSourceError(f"data.kaggle_dataset {dataset!r} must look like 'owner/dataset-slug[/version]'")
+    owner, slug, version = (parts + [None])[:3]
+    api = _kaggle_api()
+    attempts = max(1, attempts)
+    for attempt in range(1, attempts + 1):
+        try:
+            api.authenticate()
+            return _kaggle_fetch(api, owner, slug, version, dest / f"attempt-{attempt}")
+        except SystemExit:  # authenticate() calls exit(1) when no credential works
+            raise DataSourceError(REJECTED_HINT) from None
+        except Exception as err:  # the client raises many types; the status decides what they mean
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            if status == 401:
+                raise DataSourceError(REJECTED_HINT) from None
+            if status is not None and 400 <= status < 500 and status not in (408, 429):
+                raise DataSourceError(
+                    f"Kaggle refused dataset {dataset!r} (HTTP {status}): check the name, and accept its "
+                    "terms on the dataset page if it has any. " + OFFLINE_HINT
+                ) from None
+            last = _describe(err, status)
+        if attempt < attempts:
+            print(f"Kaggle download of {dataset!r} failed ({last}); retry {attempt}/{attempts - 1}",
+                  file=sys.stderr)
+            time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+    raise DataSourceError(
+        f"downloading Kaggle dataset {dataset!r} failed after {attempts} attempts; last error: {last}. "
+        "Raise data.download_retries for a flaky connection. " + OFFLINE_HINT
+    )
 
 
 def _count_files(root: Path) -> int:
@@ -94,7 +172,7 @@ def download(cfg: DataConfig, seed: int, raw_dir: Path, manifest_path: Path) -> 
                                two_tumor_fraction=ph.two_tumor_fraction)
             write_phantom_archive(archive, {"train": ph.train, "valid": ph.valid, "test": ph.test}, spec, seed)
         elif cfg.source == "kaggle":
-            archive = _kaggle_download(cfg.kaggle_dataset, scratch)
+            archive = _kaggle_download(cfg.kaggle_dataset, scratch, cfg.download_retries)
             manifest["dataset"] = cfg.kaggle_dataset
         else:
             path = Path(cfg.local_path).expanduser()
@@ -112,11 +190,14 @@ def download(cfg: DataConfig, seed: int, raw_dir: Path, manifest_path: Path) -> 
                 root = find_dataset_root(extracted)
             else:
                 root = find_dataset_root(folder)
-            for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            # Everything at the dataset root: split folders, or a lone COCO JSON beside its images.
+            for entry in sorted(root.iterdir()):
                 if archive is not None:
-                    os.replace(split_dir, staging / split_dir.name)
+                    os.replace(entry, staging / entry.name)
+                elif entry.is_dir():
+                    shutil.copytree(entry, staging / entry.name, symlinks=False)
                 else:
-                    shutil.copytree(split_dir, staging / split_dir.name, symlinks=False)
+                    shutil.copy2(entry, staging / entry.name)
             shutil.rmtree(staging / "extracted", ignore_errors=True)
             manifest["files"] = _count_files(staging)
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
