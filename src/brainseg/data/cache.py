@@ -23,6 +23,7 @@ from brainseg.data.archive import atomic_write_bytes, staging_dir
 from brainseg.data.layout import LayoutStats, Sample, read_layout
 from brainseg.data.masks import decode_rle, rasterize_polygons
 from brainseg.errors import BrainsegError
+from brainseg.imaging import read_grayscale
 
 INDEX_COLUMNS = ["file", "split", "group", "height", "width", "tumor_pixels"]
 
@@ -42,20 +43,6 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return (resized >= 128).astype(np.uint8)
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """16-bit (or float) slices scaled by their own maximum.
-
-    MRI intensities have no absolute unit (they depend on scanner, coil and protocol), and 16-bit
-    exports often use only a few thousand levels: OpenCV's default 16->8 bit shift would leave such
-    slices nearly black. Per-image max scaling keeps the full contrast of each slice.
-    """
-    if image.dtype == np.uint8:
-        return image
-    image = np.nan_to_num(image.astype(np.float32)).clip(min=0)
-    peak = float(image.max())
-    return np.zeros(image.shape, np.uint8) if peak == 0 else np.rint(image * (255.0 / peak)).astype(np.uint8)
-
-
 def read_mask_file(path: Path) -> np.ndarray | None:
     """Any non-zero channel is tumor: covers 0/255 and 0/1 masks, 8 or 16 bit, gray or RGB."""
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -65,17 +52,6 @@ def read_mask_file(path: Path) -> np.ndarray | None:
         mask = mask[:, :, :3]  # an alpha channel is opacity, not label
         return (mask > 0).any(axis=2).astype(np.uint8)
     return (mask > 0).astype(np.uint8)
-
-
-def decode_gray(path: Path) -> np.ndarray | None:
-    """Grayscale uint8 at full resolution, or None if undecodable.
-
-    Always a full decode followed by area resizing: the exported model's preprocessing contract
-    is the same two steps, so training and inference see identical pixels (libjpeg's reduced-scale
-    decode would be ~15% faster here but would not match).
-    """
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
-    return None if image is None else to_uint8(image)
 
 
 def _coco_mask(sample: Sample, height: int, width: int) -> np.ndarray:
@@ -101,7 +77,7 @@ def load_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, int,
         mask = read_mask_file(sample.mask_file)
         if mask is None:
             return f"{sample.mask_file} (mask missing or cannot be decoded)"
-    image = decode_gray(sample.file)
+    image = read_grayscale(sample.file)
     if image is None:
         return f"{sample.file} (cannot be decoded)"
     height, width = image.shape

@@ -1,0 +1,275 @@
+"""Segment tumors in image files with the exported ONNX model.
+
+    python -m brainseg.predict INPUT... --out DIR [--model models/model.onnx]
+
+INPUT: image files or folders (searched recursively) of PNG/JPEG/TIFF/BMP, 8 or 16 bit, gray or
+RGB, any size; DICOM too when pydicom is installed. For every input, DIR gets `<stem>_mask.png`
+(0/255 at the original resolution) and `<stem>_overlay.png` (the image with the tumor outline in
+red); the run writes `report.csv` and `report.json`. Exit code 0: all inputs segmented;
+1: some inputs failed (named on stderr and in the report); 2: usage error (e.g. missing model).
+
+Deployment needs only numpy, opencv and onnxruntime (requirements-deploy.txt): this module must
+not import torch, pandas or any brainseg module that does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from brainseg.data.archive import atomic_write_bytes
+from brainseg.imaging import read_grayscale, to_uint8
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+REPORT_FIELDS = ["file", "output", "height", "width", "tumor_pixels", "tumor_fraction", "max_probability",
+                 "status", "error"]
+
+
+class UsageError(Exception):
+    """Problems with the command line or the model: nothing can be processed (exit code 2)."""
+
+
+class InputError(Exception):
+    """One input cannot be used; the others are still processed (exit code 1)."""
+
+
+@dataclass
+class Item:
+    path: Path
+    stem: str
+
+
+@dataclass
+class Row:
+    file: str
+    output: str = ""
+    height: int | None = None
+    width: int | None = None
+    tumor_pixels: int | None = None
+    tumor_fraction: float | None = None
+    max_probability: float | None = None
+    status: str = "ok"
+    error: str = ""
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    try:
+        import pydicom
+    except ImportError:
+        raise InputError("DICOM is not supported without pydicom (pip install pydicom)") from None
+    try:
+        ds = pydicom.dcmread(str(path))
+        pixels = ds.pixel_array
+    except Exception as e:  # pydicom raises many types for broken files and missing codecs
+        raise InputError(f"unreadable DICOM: {e}") from None
+    if ds.get("SamplesPerPixel", 1) == 3:
+        pixels = cv2.cvtColor(to_uint8(pixels), cv2.COLOR_RGB2GRAY)
+    if pixels.ndim != 2:
+        raise InputError(f"unsupported DICOM pixel data of shape {pixels.shape} (multi-frame?)")
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # MONOCHROME1: low values are bright
+        pixels = pixels.max() - pixels.astype(np.float32)
+    return to_uint8(pixels)
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """uint8 grayscale at full resolution, decoded exactly as the training data was."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return _read_dicom(path)
+    image = read_grayscale(path)
+    if image is None:
+        raise InputError("unreadable or unsupported image file")
+    return image
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Item], list[Row], int]:
+    """Files to process with unique output stems, rows for inputs that do not exist, and how many
+    files in folders were skipped as non-images."""
+    paths: list[tuple[Path, Path]] = []  # (file, path relative to the input root, for the stem)
+    missing: list[Row] = []
+    skipped = 0
+    for arg in inputs:
+        root = Path(arg)
+        if root.is_dir():
+            for path in sorted(root.rglob("*")):
+                rel = path.relative_to(root)
+                # hidden files include macOS "._x.png" resource forks, which are not images
+                if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+                    continue
+                if path.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES:
+                    paths.append((path, rel))
+                else:
+                    skipped += 1
+        elif root.is_file():
+            # Named explicitly: always attempted, whatever the suffix (OpenCV decodes by content).
+            paths.append((root, Path(root.name)))
+        else:
+            missing.append(Row(file=arg, status="error", error="no such file or folder"))
+
+    items, used, seen = [], set(), set()
+    for path, rel in paths:
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        # Folder structure goes into the stem so that a/x.png and b/x.png do not overwrite each other.
+        base = "__".join(rel.with_suffix("").parts)
+        stem, n = base, 1
+        while stem.lower() in used:  # lower(): also safe on case-insensitive file systems
+            n += 1
+            stem = f"{base}-{n}"
+        used.add(stem.lower())
+        items.append(Item(path, stem))
+    return items, missing, skipped
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path.name}")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
+def overlay(gray: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    image = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    thickness = max(1, round(min(gray.shape) / 256))  # stays visible on large images
+    cv2.drawContours(image, contours, -1, (0, 0, 255), thickness)
+    return image
+
+
+class Predictor:
+    def __init__(self, model_path: Path):
+        spec_path = model_path.with_suffix(".json")
+        if not model_path.is_file():
+            raise UsageError(f"model not found: {model_path} (run the pipeline's export stage, or pass --model)")
+        if not spec_path.is_file():
+            raise UsageError(f"model description not found: {spec_path} (written by the export stage beside the model)")
+        try:
+            spec = json.loads(spec_path.read_text())
+            self.size = int(spec["input"]["shape"][-1])
+            self.threshold = float(spec["threshold"])
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise UsageError(f"{spec_path} is not a valid model description: {e!r}") from None
+
+        import onnxruntime as ort  # imported late so that --help and usage errors stay fast
+
+        try:
+            self.session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for invalid models
+            raise UsageError(f"cannot load model {model_path}: {e}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def preprocess(self, gray: np.ndarray) -> np.ndarray:
+        resized = cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return resized.astype(np.float32) / 255.0
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """N x S x S uint8-derived inputs in [0, 1] -> N x S x S probabilities."""
+        (output,) = self.session.run(None, {self.input_name: batch[:, None]})
+        return output[:, 0]
+
+
+def _segment(predictor: Predictor, item: Item, gray: np.ndarray, prob: np.ndarray, out_dir: Path) -> Row:
+    height, width = gray.shape
+    full = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    mask = (full >= predictor.threshold).astype(np.uint8)  # >=, as in evaluation
+    _write_png(out_dir / f"{item.stem}_mask.png", mask * np.uint8(255))
+    _write_png(out_dir / f"{item.stem}_overlay.png", overlay(gray, mask))
+    tumor = int(mask.sum())
+    return Row(file=str(item.path), output=item.stem, height=height, width=width, tumor_pixels=tumor,
+               tumor_fraction=round(tumor / (height * width), 6), max_probability=round(float(prob.max()), 6))
+
+
+def _progress(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="img", desc="predict", disable=None)  # None: only on a terminal
+
+
+def _fail(path: Path | str, error: str) -> Row:
+    print(f"brainseg-predict: {path}: {error}", file=sys.stderr)
+    return Row(file=str(path), status="error", error=error)
+
+
+def predict(inputs: list[str], out_dir: Path, model_path: Path, batch_size: int = 16) -> list[Row]:
+    predictor = Predictor(model_path)
+    items, rows, skipped = collect_inputs(inputs)
+    for row in rows:
+        _fail(row.file, row.error)
+    if not items and not rows:
+        raise UsageError(f"no images found in {' '.join(inputs)}")
+    if skipped:
+        print(f"brainseg-predict: skipped {skipped} non-image file(s) in folders", file=sys.stderr)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    bar = _progress(len(items))
+    for start in range(0, len(items), batch_size):
+        decoded = []
+        for item in items[start:start + batch_size]:
+            try:
+                decoded.append((item, read_gray(item.path)))
+            except InputError as e:
+                rows.append(_fail(item.path, str(e)))
+            except OSError as e:
+                rows.append(_fail(item.path, f"cannot read: {e}"))
+        if decoded:
+            probs = predictor.probabilities(np.stack([predictor.preprocess(gray) for _, gray in decoded]))
+            for (item, gray), prob in zip(decoded, probs):
+                try:
+                    rows.append(_segment(predictor, item, gray, prob, out_dir))
+                except OSError as e:
+                    rows.append(_fail(item.path, f"cannot write outputs: {e}"))
+        if bar is not None:
+            bar.update(min(batch_size, len(items) - start))
+    if bar is not None:
+        bar.close()
+
+    _write_reports(rows, out_dir, model_path, predictor)
+    return rows
+
+
+def _write_reports(rows: list[Row], out_dir: Path, model_path: Path, predictor: Predictor) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=REPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(row) for row in rows)
+    atomic_write_bytes(out_dir / "report.csv", buffer.getvalue().encode())
+    failed = sum(row.status != "ok" for row in rows)
+    report = {"model": str(model_path), "size": predictor.size, "threshold": predictor.threshold,
+              "inputs": len(rows), "ok": len(rows) - failed, "failed": failed, "results": [asdict(r) for r in rows]}
+    atomic_write_bytes(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="brainseg-predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (recursive)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--model", type=Path, default=Path("models/model.onnx"),
+                        help="ONNX model; its .json description must lie beside it (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per inference call (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    try:
+        rows = predict(args.inputs, args.out, args.model, args.batch_size)
+    except UsageError as e:
+        print(f"brainseg-predict: error: {e}", file=sys.stderr)
+        return 2
+    failed = sum(row.status != "ok" for row in rows)
+    print(f"brainseg-predict: {len(rows) - failed} of {len(rows)} input(s) segmented, {failed} failed; "
+          f"masks, overlays and report in {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    """A tiny untrained model exported the way the export stage does it, with its model.json."""
+    import torch
+
+    from brainseg.config import ModelConfig
+    from brainseg.export import ProbabilityNet, _export_onnx
+    from brainseg.model import build_model
+
+    class Sharpened(torch.nn.Module):
+        """Untrained logits are nearly constant; standardising them per image gives masks with both classes."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, image):
+            logits = self.model(image)
+            mean = logits.mean(dim=(2, 3), keepdim=True)
+            return 4.0 * (logits - mean) / (logits.std(dim=(2, 3), keepdim=True) + 1e-6)
+
+    torch.manual_seed(0)
+    net = ProbabilityNet(Sharpened(build_model(ModelConfig(encoder="resnet18", dropout=0.0)))).eval()
+    out = tmp_path_factory.mktemp("model")
+    _export_onnx(net, torch.rand(2, 1, SIZE, SIZE), out / "model.onnx", opset=18)
+    spec = {"files": {"onnx": "model.onnx"}, "threshold": 0.5,
+            "input": {"name": "image", "shape": ["batch", 1, SIZE, SIZE], "dtype": "float32"},
+            "output": {"name": "probability", "shape": ["batch", 1, SIZE, SIZE]}}
+    (out / "model.json").write_text(json.dumps(spec))
+    return out / "model.onnx"
+
+
+def _blob_image(height: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (height, width)).astype(np.uint8)
+    cv2.circle(image, (width // 3, height // 2), min(height, width) // 5, 220, -1)
+    return image
+
+
+@pytest.fixture
+def mixed_folder(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    cv2.imwrite(str(folder / "slice.png"), _blob_image(100, 120, 0))
+    cv2.imwrite(str(folder / "sub" / "slice.png"), _blob_image(70, 50, 1))  # same name, other folder
+    cv2.imwrite(str(folder / "color.jpg"), cv2.cvtColor(_blob_image(90, 90, 2), cv2.COLOR_GRAY2BGR))
+    cv2.imwrite(str(folder / "deep.tif"), _blob_image(80, 64, 3).astype(np.uint16) * 17)  # 16-bit, max ~3740
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "brainseg.predict", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def _expected_mask(model_path: Path, image_path: Path) -> np.ndarray:
+    """The preprocessing contract, done by hand with onnxruntime."""
+    import onnxruntime as ort
+
+    image = cv2.imread(str(image_path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    if image.dtype != np.uint8:
+        image = np.rint(image.astype(np.float32) * (255.0 / image.max())).astype(np.uint8)
+    x = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)[None, None] / 255.0
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    prob = session.run(None, {"image": x})[0][0, 0]
+    full = cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.where(full >= 0.5, 255, 0).astype(np.uint8)
+
+
+def test_mixed_folder(model_path, mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(str(mixed_folder), "--out", str(out), "--model", str(model_path), "--batch-size", "2")
+    assert result.returncode == 1, result.stderr
+    assert "corrupt.png" in result.stderr and "unreadable" in result.stderr
+    assert "4 of 5 input(s) segmented, 1 failed" in result.stdout
+
+    with open(out / "report.csv", newline="") as f:
+        rows = {Path(row["file"]).relative_to(mixed_folder).as_posix(): row for row in csv.DictReader(f)}
+    assert set(rows) == {"slice.png", "sub/slice.png", "color.jpg", "deep.tif", "corrupt.png"}  # .txt skipped
+    assert rows["corrupt.png"]["status"] == "error" and rows["corrupt.png"]["error"]
+    report = json.loads((out / "report.json").read_text())
+    assert (report["ok"], report["failed"], report["threshold"], report["size"]) == (4, 1, 0.5, SIZE)
+
+    sizes = {"slice.png": (100, 120), "sub/slice.png": (70, 50), "color.jpg": (90, 90), "deep.tif": (80, 64)}
+    stems = set()
+    for name, (height, width) in sizes.items():
+        row = rows[name]
+        assert row["status"] == "ok" and (int(row["height"]), int(row["width"])) == (height, width)
+        stems.add(row["output"])
+        mask = cv2.imread(str(out / f"{row['output']}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (height, width) and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 255}
+        assert int(row["tumor_pixels"]) == int((mask > 0).sum())
+        assert float(row["tumor_fraction"]) == pytest.approx((mask > 0).mean(), abs=1e-6)
+        assert 0.0 <= float(row["max_probability"]) <= 1.0
+        overlay = cv2.imread(str(out / f"{row['output']}_overlay.png"), cv2.IMREAD_UNCHANGED)
+        assert overlay.shape == (height, width, 3)
+        # masks equal what the documented preprocessing gives when done by hand (a few pixels of slack
+        # for probabilities that sit exactly at the threshold)
+        expected = _expected_mask(model_path, mixed_folder / name)
+        assert int((expected != mask).sum()) <= 3
+    assert 0 < sum(int(rows[name]["tumor_pixels"]) for name in sizes) < sum(h * w for h, w in sizes.values())
+    assert len(stems) == 4  # sub/slice.png did not overwrite slice.png
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
+
+
+def test_overlay_outlines_mask_in_red():
+    from brainseg.predict import overlay
+
+    gray = np.full((40, 40), 100, np.uint8)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:20, 10:20] = 1
+    image = overlay(gray, mask)
+    red = (image[:, :, 2] == 255) & (image[:, :, 1] == 0)
+    assert red[10, 10:20].all() and not red[15, 15] and not red[30, 30]
+
+
+def test_only_good_inputs_exit_zero(model_path, tmp_path):
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), _blob_image(50, 60, 4))
+    result = run_cli(str(image), "--out", str(tmp_path / "out"), "--model", str(model_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "one_mask.png").is_file() and (tmp_path / "out" / "one_overlay.png").is_file()
+
+
+def test_dicom_without_pydicom_is_reported(model_path, tmp_path, monkeypatch):
+    from brainseg import predict
+
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # makes `import pydicom` fail even if installed
+    (tmp_path / "scan.dcm").write_bytes(b"\0" * 200)
+    rows = predict.predict([str(tmp_path / "scan.dcm")], tmp_path / "out", model_path)
+    assert rows[0].status == "error" and "pip install pydicom" in rows[0].error
+
+
+def test_missing_model_is_usage_error(tmp_path):
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), _blob_image(50, 60, 5))
+    result = run_cli(str(image), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "nope.onnx"))
+    assert result.returncode == 2
+    assert "model not found" in result.stderr and "nope.onnx" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_does_not_load_torch():
+    code = ("import sys, brainseg.predict; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'pandas'}); print(bad)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_clean_venv_from_deploy_requirements(model_path, tmp_path):
+    """requirements-deploy.txt alone is enough to run brainseg-predict (no torch in that venv)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
+    start = time.monotonic()
+    install = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "-r",
+                              "requirements-deploy.txt"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if install.returncode != 0:
+        pytest.skip(f"pip could not install requirements-deploy.txt (offline?): {install.stderr.strip()[-500:]}")
+    print(f"pip install took {time.monotonic() - start:.0f} s")
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), _blob_image(64, 80, 6))
+    cv2.imwrite(str(images / "b.jpg"), _blob_image(30, 30, 7))
+    # Run from outside the checkout so that only the venv's installed package can be imported.
+    result = subprocess.run([str(bin_dir / "brainseg-predict"), str(images), "--out", str(tmp_path / "out"),
+                             "--model", str(model_path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "2 of 2 input(s) segmented" in result.stdout
+    assert (tmp_path / "out" / "a_mask.png").is_file() and (tmp_path / "out" / "b_mask.png").is_file()
+    has_torch = subprocess.run([str(bin_dir / "python"), "-c", "import torch"], capture_output=True)
+    assert has_torch.returncode != 0
