@@ -1,5 +1,6 @@
 """Stage export: models/model.onnx + models/model.ts + models/model.json, checked against PyTorch."""
 
+import json
 from pathlib import Path
 
 from brainseg.cli import run
@@ -13,8 +14,8 @@ CHECK_SAMPLES = 8
 def main() -> None:
     params = load_params()
     test_images, _ = ProcessedData(Path("data/processed"), Path("data/splits")).subset("test")
-    export(Path("models/model.pt"), Path("models"), params.export, params.evaluate.threshold,
-           test_images[:CHECK_SAMPLES])
+    chosen = json.loads(Path("metrics/test.json").read_text())  # threshold etc. tuned by evaluate
+    export(Path("models/model.pt"), Path("models"), params.export, chosen, test_images[:CHECK_SAMPLES])
 
 
 if __name__ == "__main__":

@@ -103,7 +103,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    tune_on_val: bool = True
     threshold: float = 0.5
+    tta: bool = True
+    min_component_px: tuple[int, ...] = (0, 4, 8, 16, 32)
     overlays_per_group: int = 4
 
 
@@ -192,8 +195,9 @@ def _coerce(value: Any, default: Any, type_hint: str, key: str):
             if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
                 raise ConfigError(f"{key} must be a list of names, got {value!r}")
             return tuple(str(v) for v in value)
-        if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
-            raise ConfigError(f"{key} must be a list of positive integers, got {value!r}")
+        if not isinstance(value, list) or not value or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            raise ConfigError(f"{key} must be a non-empty list of non-negative integers, got {value!r}")
         return tuple(value)
     if not isinstance(value, str):
         raise ConfigError(f"{key} must be a string, got {value!r}")
@@ -236,7 +240,8 @@ def _check(p: Params) -> None:
              "split.train/val/test", f"must be positive and sum to 1, got {fractions}")
 
     _one_of(p.model.architecture, ARCHITECTURES, "model.architecture")
-    _require(len(p.model.decoder_channels) == 5, "model.decoder_channels", "must list 5 channel counts")
+    _require(len(p.model.decoder_channels) == 5 and min(p.model.decoder_channels) > 0,
+             "model.decoder_channels", "must list 5 positive channel counts")
     _require(0.0 <= p.model.dropout < 1.0, "model.dropout", "must lie in [0, 1)")
 
     t = p.train

@@ -15,6 +15,7 @@ from brainseg.data.dataset import ProcessedData
 from brainseg.metrics import per_image_table, summarize, threshold_sweep
 from brainseg.model import build_model, load_checkpoint
 from brainseg.plots import curves_figure, overlay_grid
+from brainseg.postprocess import binarize
 from brainseg.train import predict_probs, seed_everything
 
 SWEEP = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -37,6 +38,28 @@ def intensity_baseline(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarra
     return best_t, per_image_table(standardize(test[0]) > best_t, test[1])
 
 
+def flip_tta_probs(model, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """Mean of the probabilities for the slices and their left-right mirror images."""
+    flipped = predict_probs(model, np.ascontiguousarray(images[:, :, ::-1]), device)[:, :, ::-1]
+    return (predict_probs(model, images, device) + flipped) / 2
+
+
+def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, min_sizes) -> dict:
+    """Threshold, TTA on/off and minimum component size with the best per-image mean Dice.
+
+    `candidates` maps tta -> validation probabilities. Ties go to the simpler choice: no TTA,
+    the threshold nearest 0.5, the smallest size.
+    """
+    scored = []
+    for tta, probs in candidates.items():
+        for threshold in SWEEP:
+            for min_pixels in sorted(set(min_sizes)):
+                dice = summarize(per_image_table(binarize(probs, threshold, min_pixels), truth))["dice_mean"]
+                scored.append((-round(dice, 9), tta, abs(threshold - 0.5), min_pixels, float(threshold)))
+    neg_dice, tta, _, min_pixels, threshold = min(scored)
+    return {"threshold": threshold, "tta": tta, "min_component_px": min_pixels, "val_dice_mean": -neg_dice}
+
+
 def _rounded(metrics: dict) -> dict:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
@@ -46,7 +69,7 @@ def _read_history(live_dir: Path) -> dict[str, pd.DataFrame]:
     return {str(p.relative_to(base).with_suffix("")): pd.read_csv(p, sep="\t") for p in sorted(base.rglob("*.tsv"))}
 
 
-def _overlay_panels(images, truths, probs, table: pd.DataFrame, files: list[str], threshold: float, n: int):
+def _overlay_panels(images, truths, preds, table: pd.DataFrame, files: list[str], n: int):
     order = table.sort_values(["dice", "file"], kind="stable").index.to_numpy()
     with_tumor = [i for i in order if truths[i].any()]
     picks = {
@@ -54,34 +77,46 @@ def _overlay_panels(images, truths, probs, table: pd.DataFrame, files: list[str]
         "median": with_tumor[max(0, len(with_tumor) // 2 - n // 2):][:n],
         "best": with_tumor[-n:][::-1],
     }
-    return [(label, [(images[i], truths[i], probs[i] >= threshold, f"{files[i][:18]} dice {table.dice[i]:.2f}")
+    return [(label, [(images[i], truths[i], preds[i], f"{files[i][:18]} dice {table.dice[i]:.2f}")
                      for i in rows]) for label, rows in picks.items()]
 
 
 def evaluate(params: Params, processed_dir: Path, split_dir: Path, model_path: Path, live_dir: Path,
              metrics_path: Path, plots_dir: Path) -> dict:
+    cfg = params.evaluate
     data = ProcessedData(processed_dir, split_dir)
     test_images, test_masks = data.subset("test")
-    threshold = params.evaluate.threshold
     device = torch.device("cpu")
 
     model, ckpt = load_checkpoint(model_path)
-    probs = predict_probs(model, test_images, device)
-    table = per_image_table(probs >= threshold, test_masks)
+    if cfg.tune_on_val:
+        val_images, val_masks = data.subset("val")
+        candidates = {False: predict_probs(model, val_images, device)}
+        if cfg.tta:
+            candidates[True] = flip_tta_probs(model, val_images, device)
+        chosen = tune_postprocessing(candidates, val_masks, cfg.min_component_px)
+    else:
+        chosen = {"threshold": cfg.threshold, "tta": False, "min_component_px": 0}
+    threshold = chosen["threshold"]
+    plain_probs = predict_probs(model, test_images, device)
+    probs = flip_tta_probs(model, test_images, device) if chosen["tta"] else plain_probs
+    preds = binarize(probs, threshold, chosen["min_component_px"])
+    table = per_image_table(preds, test_masks)
     files = data.index.loc[data.rows["test"], "file"].tolist()
     table.insert(0, "file", files)
     table["tumor_pixels"] = test_masks.reshape(len(test_masks), -1).sum(axis=1)
 
     seed_everything(params.seed)  # the same initial weights training started from
     untrained = build_model(params.model)
-    untrained_table = per_image_table(predict_probs(untrained, test_images, device) >= threshold, test_masks)
+    untrained_table = per_image_table(predict_probs(untrained, test_images, device) >= 0.5, test_masks)
     intensity_t, intensity_table = intensity_baseline(data.subset("val"), (test_images, test_masks))
     empty_table = per_image_table(np.zeros_like(test_masks), test_masks)
 
     metrics = {
         **_rounded(summarize(table)),
-        "threshold": threshold,
+        **_rounded(chosen),
         "best_epoch": ckpt["epoch"],
+        "untuned": _rounded(summarize(per_image_table(plain_probs >= 0.5, test_masks))),
         "baselines": {
             "empty": _rounded(summarize(empty_table)),
             "intensity_threshold": {**_rounded(summarize(intensity_table)), "z_threshold": intensity_t},
@@ -95,10 +130,11 @@ def evaluate(params: Params, processed_dir: Path, split_dir: Path, model_path: P
     atomic_write_text(plots_dir / "thresholds.csv", sweep.round(6).to_csv(index=False))
     atomic_write_text(plots_dir / "per_image.csv", table.round(6).to_csv(index=False))
     curves_figure(_read_history(live_dir), sweep, threshold, plots_dir / "curves.png")
-    overlay_grid(_overlay_panels(test_images, test_masks, probs, table, files, threshold,
-                                 params.evaluate.overlays_per_group), plots_dir / "overlays.png")
+    overlay_grid(_overlay_panels(test_images, test_masks, preds, table, files, cfg.overlays_per_group),
+                 plots_dir / "overlays.png")
     b = metrics["baselines"]
-    print(f"test dice {metrics['dice_mean']:.4f} (per-image mean), {metrics['dice_global']:.4f} (global); "
+    print(f"chosen on val: threshold {threshold:g}, tta {chosen['tta']}, min component {chosen['min_component_px']} px; "
+          f"test dice {metrics['dice_mean']:.4f} (per-image mean), {metrics['dice_global']:.4f} (global); "
           f"baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, untrained "
           f"{b['untrained']['dice_mean']:.4f}, empty {b['empty']['dice_mean']:.4f} -> {metrics_path}")
     return metrics

@@ -71,8 +71,11 @@ def max_abs_diff_onnx(onnx_path: Path, inputs: np.ndarray, reference: np.ndarray
     return float(np.abs(output - reference).max())
 
 
-def export(model_path: Path, out_dir: Path, cfg: ExportConfig, threshold: float, samples: np.ndarray) -> dict:
-    """`samples`: uint8 N x S x S slices used for tracing and for the agreement check."""
+def export(model_path: Path, out_dir: Path, cfg: ExportConfig, postprocess: dict, samples: np.ndarray) -> dict:
+    """`samples`: uint8 N x S x S slices used for tracing and for the agreement check.
+
+    `postprocess`: threshold, tta and min_component_px as chosen by the evaluate stage.
+    """
     model, ckpt = load_checkpoint(model_path)
     wrapped = ProbabilityNet(model).eval()
     size = int(ckpt["image_size"])
@@ -102,7 +105,13 @@ def export(model_path: Path, out_dir: Path, cfg: ExportConfig, threshold: float,
             "normalisation": "per-slice standardisation (zero mean, unit variance) inside the model",
         },
         "output": {"name": "probability", "shape": ["batch", 1, size, size], "meaning": "tumor probability"},
-        "threshold": threshold,
+        "threshold": postprocess["threshold"],
+        "postprocess": {
+            "tta": bool(postprocess["tta"]),
+            "tta_meaning": "average the probabilities of the slice and its left-right mirror image",
+            "min_component_px": int(postprocess["min_component_px"]),
+            "min_component_meaning": "drop predicted components smaller than this at the model's input size",
+        },
         "model": ckpt["model"],
         "best_epoch": ckpt["epoch"],
         "val_dice": round(float(ckpt["val_dice"]), 6),

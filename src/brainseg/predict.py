@@ -27,6 +27,7 @@ import numpy as np
 
 from brainseg.data.archive import atomic_write_bytes
 from brainseg.imaging import read_grayscale, to_uint8
+from brainseg.postprocess import binarize
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -156,6 +157,10 @@ class Predictor:
             spec = json.loads(spec_path.read_text())
             self.size = int(spec["input"]["shape"][-1])
             self.threshold = float(spec["threshold"])
+            # Chosen on validation by the evaluate stage; older descriptions have none.
+            postprocess = spec.get("postprocess", {})
+            self.tta = bool(postprocess.get("tta", False))
+            self.min_component_px = int(postprocess.get("min_component_px", 0))
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise UsageError(f"{spec_path} is not a valid model description: {e!r}") from None
 
@@ -171,10 +176,19 @@ class Predictor:
         resized = cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
         return resized.astype(np.float32) / 255.0
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """N x S x S uint8-derived inputs in [0, 1] -> N x S x S probabilities."""
-        (output,) = self.session.run(None, {self.input_name: batch[:, None]})
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        (output,) = self.session.run(None, {self.input_name: np.ascontiguousarray(batch[:, None])})
         return output[:, 0]
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """N x S x S inputs in [0, 1] -> N x S x S probabilities, with the evaluated post-processing:
+        mirror TTA if chosen, and zero probability in components below the chosen size."""
+        probs = self._run(batch)
+        if self.tta:
+            probs = (probs + self._run(batch[:, :, ::-1])[:, :, ::-1]) / 2
+        if self.min_component_px > 1:
+            probs = probs * binarize(probs, self.threshold, self.min_component_px)
+        return probs
 
 
 def _segment(predictor: Predictor, item: Item, gray: np.ndarray, prob: np.ndarray, out_dir: Path) -> Row:
