@@ -8,7 +8,7 @@ from brainseg.evaluate import evaluate
 
 
 def main() -> None:
-    evaluate(load_params(), Path("data/processed"), Path("data/splits"), Path("models/model.pt"),
+    evaluate(load_params(), Path("data/raw"), Path("data/processed"), Path("data/splits"), Path("models/model.pt"),
              Path("metrics/train"), Path("metrics/test.json"), Path("plots"))
 
 

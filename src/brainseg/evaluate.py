@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 
 from brainseg.config import Params
 from brainseg.data.archive import atomic_write_text
+from brainseg.data.cache import original_masks
 from brainseg.data.dataset import ProcessedData
-from brainseg.metrics import per_image_table, summarize, threshold_sweep
+from brainseg.lesions import hausdorff95, tumors_found
+from brainseg.metrics import confusion_counts, per_image_table, summarize, threshold_sweep
 from brainseg.model import build_model, load_checkpoint
 from brainseg.plots import curves_figure, overlay_grid
 from brainseg.postprocess import binarize
@@ -60,6 +63,32 @@ def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, m
     return {"threshold": threshold, "tta": tta, "min_component_px": min_pixels, "val_dice_mean": -neg_dice}
 
 
+def original_size_metrics(probs: np.ndarray, truths: list[np.ndarray], threshold: float, min_pixels: int) -> dict:
+    """Metrics with each prediction brought back to its image's original size.
+
+    Components below `min_pixels` are dropped at the model's resolution (as brainseg-predict
+    does), the probabilities are resized bilinearly, then thresholded.
+    """
+    counts, hd95, found, tumors = [], [], 0, 0
+    for prob, truth in zip(probs, truths):
+        prob = prob * binarize(prob, threshold, min_pixels)
+        full = cv2.resize(prob, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_LINEAR) >= threshold
+        tp, fp, fn = confusion_counts(full[None], truth[None])
+        counts.append((tp[0], fp[0], fn[0]))
+        hd95.append(hausdorff95(full, truth))
+        hit, total = tumors_found(full, truth)
+        found, tumors = found + hit, tumors + total
+    table = pd.DataFrame(counts, columns=["tp", "fp", "fn"])
+    defined = np.array([h for h in hd95 if not np.isnan(h)])
+    return {
+        **summarize(table),
+        "hd95_px_mean": float(defined.mean()) if len(defined) else None,
+        "hd95_px_median": float(np.median(defined)) if len(defined) else None,
+        "tumors": tumors,
+        "tumor_sensitivity": found / tumors if tumors else 0.0,
+    }
+
+
 def _rounded(metrics: dict) -> dict:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
@@ -81,7 +110,7 @@ def _overlay_panels(images, truths, preds, table: pd.DataFrame, files: list[str]
                      for i in rows]) for label, rows in picks.items()]
 
 
-def evaluate(params: Params, processed_dir: Path, split_dir: Path, model_path: Path, live_dir: Path,
+def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path, model_path: Path, live_dir: Path,
              metrics_path: Path, plots_dir: Path) -> dict:
     cfg = params.evaluate
     data = ProcessedData(processed_dir, split_dir)
@@ -112,9 +141,11 @@ def evaluate(params: Params, processed_dir: Path, split_dir: Path, model_path: P
     intensity_t, intensity_table = intensity_baseline(data.subset("val"), (test_images, test_masks))
     empty_table = per_image_table(np.zeros_like(test_masks), test_masks)
 
+    truths = original_masks(raw_dir, data.index.loc[data.rows["test"]], params.data.categories)
     metrics = {
-        **_rounded(summarize(table)),
+        **_rounded(original_size_metrics(probs, truths, threshold, chosen["min_component_px"])),
         **_rounded(chosen),
+        "training_size": _rounded(summarize(table)),
         "best_epoch": ckpt["epoch"],
         "untuned": _rounded(summarize(per_image_table(plain_probs >= 0.5, test_masks))),
         "baselines": {

@@ -91,6 +91,23 @@ def load_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, int,
     return image, small, tumor_pixels, height, width
 
 
+def original_masks(raw_dir: Path, index_rows, categories: Sequence[str] = ()) -> list[np.ndarray]:
+    """Truth masks at each image's original size for the given index.csv rows (evaluation).
+
+    Rebuilt from data/raw rather than stored: preprocess keeps only the resized arrays.
+    """
+    samples, _ = read_layout(raw_dir, categories)
+    by_key = {(s.split, s.name): s for s in samples}
+    masks = []
+    for row in index_rows.itertuples():
+        sample = by_key[(row.split, row.file)]
+        if sample.mask_file is not None:
+            masks.append(read_mask_file(sample.mask_file))
+        else:
+            masks.append(_coco_mask(sample, int(row.height), int(row.width)))
+    return masks
+
+
 def preprocess(raw_dir: Path, out_dir: Path, size: int, categories: Sequence[str] = (),
                on_bad_image: str = "error", plot_path: Path | None = None) -> dict:
     """Write the arrays and index for the dataset at `raw_dir`; return the audit (flat numbers).
