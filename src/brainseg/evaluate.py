@@ -41,10 +41,10 @@ def intensity_baseline(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarra
     return best_t, per_image_table(standardize(test[0]) > best_t, test[1])
 
 
-def flip_tta_probs(model, images: np.ndarray, device: torch.device) -> np.ndarray:
-    """Mean of the probabilities for the slices and their left-right mirror images."""
+def flip_tta_probs(model, images: np.ndarray, plain: np.ndarray, device: torch.device) -> np.ndarray:
+    """Mean of `plain` (the slices' probabilities) and those of their left-right mirror images."""
     flipped = predict_probs(model, np.ascontiguousarray(images[:, :, ::-1]), device)[:, :, ::-1]
-    return (predict_probs(model, images, device) + flipped) / 2
+    return (plain + flipped) / 2
 
 
 def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, min_sizes) -> dict:
@@ -122,13 +122,13 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
         val_images, val_masks = data.subset("val")
         candidates = {False: predict_probs(model, val_images, device)}
         if cfg.tta:
-            candidates[True] = flip_tta_probs(model, val_images, device)
+            candidates[True] = flip_tta_probs(model, val_images, candidates[False], device)
         chosen = tune_postprocessing(candidates, val_masks, cfg.min_component_px)
     else:
         chosen = {"threshold": cfg.threshold, "tta": False, "min_component_px": 0}
     threshold = chosen["threshold"]
     plain_probs = predict_probs(model, test_images, device)
-    probs = flip_tta_probs(model, test_images, device) if chosen["tta"] else plain_probs
+    probs = flip_tta_probs(model, test_images, plain_probs, device) if chosen["tta"] else plain_probs
     preds = binarize(probs, threshold, chosen["min_component_px"])
     table = per_image_table(preds, test_masks)
     files = data.index.loc[data.rows["test"], "file"].tolist()
