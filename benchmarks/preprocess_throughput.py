@@ -1,9 +1,14 @@
 """Preprocess throughput on a full-size phantom, next to a per-item PIL loader (prints, asserts nothing).
 
 The phantom matches the Kaggle dataset's shape: 2,146 JPEGs at 640x640, splits 1502/429/215.
-It is generated once into a temp folder and reused by later runs.
+It is generated once into a temp folder and reused by later runs. --root measures any folder in
+the Kaggle layout instead (for example an extracted copy of the real download).
 
-    python benchmarks/preprocess_throughput.py [--sizes 128 256] [--repeats 2]
+Two comparisons: one pass (preprocess vs the per-item loader decoding every image once), and a
+training run of --epochs epochs, where preprocess runs once and each epoch reads the cached arrays
+(SliceDataset, no augmentation) while the per-item loader decodes everything again.
+
+    python benchmarks/preprocess_throughput.py [--sizes 128 256] [--repeats 2] [--epochs 24] [--root DIR]
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from PIL import Image, ImageDraw
 
 from brainseg.data.archive import safe_extract_zip
 from brainseg.data.cache import preprocess
+from brainseg.data.dataset import SliceDataset
 from brainseg.data.phantom import PhantomSpec, write_phantom_archive
 
 COUNTS = {"train": 1502, "valid": 429, "test": 215}
+SPLITS = tuple(COUNTS)
 SEED = 0
 
 
@@ -47,7 +54,7 @@ class NotebookDataset:
     def __init__(self, root: Path, size: int):
         self.size = size
         self.items = []
-        for split in COUNTS:
+        for split in SPLITS:
             coco = json.loads((root / split / "_annotations.coco.json").read_text())
             polygons: dict[int, list] = {}
             for ann in coco["annotations"]:
@@ -74,12 +81,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per size; the best is reported")
+    parser.add_argument("--epochs", type=int, default=24, help="epochs for the training-run comparison")
+    parser.add_argument("--root", type=Path, help="a folder in the Kaggle layout (default: the phantom)")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    root = phantom_root()
-    n = sum(COUNTS.values())
-    print(f"phantom: {n} images at 640x640 in {root} (ready after {time.perf_counter() - started:.1f}s)")
+    root = args.root or phantom_root()
+    n = len(NotebookDataset(root, 128))
+    print(f"{'data' if args.root else 'phantom'}: {n} images in {root} (ready after {time.perf_counter() - started:.1f}s)")
     print(f"cores: {os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="brainseg-bench-") as scratch:
         for size in args.sizes:
@@ -97,11 +106,23 @@ def main() -> None:
                 dataset[i]
             slow_wall, slow_cpu = time.perf_counter() - slow_wall, time.process_time() - slow_cpu
             slow = n / slow_wall
+
+            cached = SliceDataset(*(np.load(Path(scratch) / f"processed-{size}" / f"{name}.npy", mmap_mode="r")
+                                    for name in ("images", "masks")))
+            read_wall = time.perf_counter()
+            for i in range(len(cached)):
+                cached[i]
+            read_wall = time.perf_counter() - read_wall
+            run_cached = wall + args.epochs * read_wall
+            run_per_item = args.epochs * slow_wall
             # CPU ms per image is less sensitive than wall time to other processes sharing the cores.
             print(f"size {size}: preprocess {fast:6.1f} img/s, {1000 * cpu / n:.2f} CPU ms/img "
                   f"(best of {args.repeats}: {wall:.2f}s)  |  per-item PIL loader {slow:6.1f} img/s, "
                   f"{1000 * slow_cpu / n:.2f} CPU ms/img  |  speed-up {fast / slow:.1f}x wall, "
                   f"{slow_cpu / cpu:.1f}x CPU")
+            print(f"size {size}, {args.epochs} epochs: preprocess once + cached reads ({n / read_wall:,.0f} img/s) "
+                  f"{run_cached:.1f}s  |  per-item loader {run_per_item:.1f}s  |  speed-up "
+                  f"{run_per_item / run_cached:.0f}x")
     print(f"load average (1, 5, 15 min): {os.getloadavg()}; above {os.cpu_count()} means other processes "
           "competed for the cores and the wall figures are low")
 

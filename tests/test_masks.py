@@ -51,3 +51,28 @@ def test_several_polygons_union_and_empty():
 @pytest.mark.parametrize("flat,ok", [([1, 2, 3, 4, 5, 6], True), ([1, 2, 3, 4], False), ([1, 2, 3], False)])
 def test_polygon_to_points_rejects_degenerate(flat, ok):
     assert (polygon_to_points(flat) is not None) == ok
+
+
+def centre_rule_reference(points, height, width):
+    """Brute force: a ray from each pixel centre to the right crosses the outline an odd number of times."""
+    yc, xc = np.mgrid[0:height, 0:width] + 0.5
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    yc, xc = yc[..., None], xc[..., None]
+    crosses = (y0 <= yc) != (y1 <= yc)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = x0 + (yc - y0) * (x1 - x0) / (y1 - y0)
+    return ((crosses & (x_at > xc)).sum(axis=-1) % 2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_polygons_match_brute_force_centre_rule(seed):
+    # Self-intersecting, partly outside, and (every other case) on integer and half-pixel vertices.
+    rng = np.random.default_rng(seed)
+    for case in range(200):
+        height, width = rng.integers(4, 40, size=2)
+        points = rng.uniform(-8, 48, size=(rng.integers(3, 16), 2))
+        if case % 2:
+            points = np.round(points * 2) / 2
+        expected = centre_rule_reference(points, height, width)
+        np.testing.assert_array_equal(rasterize_polygons([points], height, width), expected)

@@ -34,30 +34,35 @@ def _fill_polygon(mask: np.ndarray, points: np.ndarray) -> None:
     height, width = mask.shape
     x0, y0 = points[:, 0], points[:, 1]
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    first = max(int(np.floor(y0.min() - 0.5)), 0)
-    last = min(int(np.ceil(y0.max() - 0.5)), height - 1)
-    if last < first:
+    # Edge e crosses the scanline of row r when its centre r + 0.5 lies in [min(y), max(y)):
+    # exactly one endpoint at or below it (half-open, so shared vertices count once).
+    row_from = np.clip(np.ceil(np.minimum(y0, y1) - 0.5), 0, height).astype(np.int64)
+    row_to = np.clip(np.ceil(np.maximum(y0, y1) - 0.5), 0, height).astype(np.int64)
+    counts = np.maximum(row_to - row_from, 0)
+    total = int(counts.sum())
+    if total == 0:
         return
-    rows = np.arange(first, last + 1)
-    yc = rows[:, None] + 0.5
-    # An edge crosses a scanline when exactly one endpoint lies at or below it (half-open).
-    crosses = (y0 <= yc) != (y1 <= yc)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xs = x0 + (yc - y0) * (x1 - x0) / (y1 - y0)
-    xs = np.sort(np.where(crosses, xs, np.inf), axis=1)
-    n_pairs = crosses.sum(axis=1).max() // 2
-    if n_pairs == 0:
-        return
-    starts, ends = xs[:, 0 : 2 * n_pairs : 2], xs[:, 1 : 2 * n_pairs : 2]
-    valid = np.isfinite(ends)
-    # Columns whose centres c + 0.5 fall in [start, end).
-    c_start = np.clip(np.ceil(np.where(valid, starts, 0) - 0.5), 0, width).astype(np.int64)
-    c_end = np.clip(np.ceil(np.where(valid, ends, 0) - 0.5), 0, width).astype(np.int64)
-    coverage = np.zeros((len(rows), width + 1), dtype=np.int32)
-    row_idx = np.broadcast_to(np.arange(len(rows))[:, None], c_start.shape)
-    np.add.at(coverage, (row_idx[valid], c_start[valid]), 1)
-    np.add.at(coverage, (row_idx[valid], c_end[valid]), -1)
-    mask[rows] |= (np.cumsum(coverage, axis=1)[:, :width] > 0).astype(np.uint8)
+    # One entry per (edge, row) crossing: O(perimeter), not O(rows x edges).
+    edge = np.repeat(np.arange(len(counts)), counts)
+    rows = row_from[edge] + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    yc = rows + 0.5
+    xs = x0[edge] + (yc - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+    order = np.lexsort((xs, rows))
+    rows, xs = rows[order], xs[order]
+    # A closed polygon crosses every scanline an even number of times; sorted crossings pair up
+    # into the inside spans (even-odd rule). Columns whose centres c + 0.5 lie in [start, end):
+    span_rows = rows[0::2]
+    starts = np.clip(np.ceil(xs[0::2] - 0.5), 0, width).astype(np.int64)
+    ends = np.clip(np.ceil(xs[1::2] - 0.5), 0, width).astype(np.int64)
+    # Difference array over the polygon's bounding box: +1 at each span start, -1 at its end.
+    first, last = int(span_rows[0]), int(span_rows[-1])
+    left, right = int(starts.min()), int(ends.max())
+    stride = right - left + 1
+    local = (span_rows - first) * stride - left
+    size = (last - first + 1) * stride
+    diff = np.bincount(local + starts, minlength=size) - np.bincount(local + ends, minlength=size)
+    inside = np.cumsum(diff).reshape(-1, stride)[:, :-1] > 0
+    mask[first : last + 1, left:right] |= inside.view(np.uint8)
 
 
 def rle_counts(counts: Sequence[int] | str) -> list[int]:
