@@ -1,4 +1,7 @@
-"""Stage train: fit the U-Net, keep the best checkpoint in models/model.pt, log to metrics/train/."""
+"""Stage train: fit the U-Net, keep the best epoch in models/model.pt, log to metrics/train/.
+
+models/checkpoints/ holds the resumable state while training runs (train.resume: auto).
+"""
 
 from pathlib import Path
 
@@ -8,7 +11,8 @@ from brainseg.train import train
 
 
 def main() -> None:
-    train(load_params(), Path("data/processed"), Path("data/splits"), Path("models/model.pt"), Path("metrics/train"))
+    train(load_params(), Path("data/processed"), Path("data/splits"), Path("models/model.pt"), Path("metrics/train"),
+          Path("models/checkpoints"))
 
 
 if __name__ == "__main__":

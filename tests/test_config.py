@@ -35,10 +35,35 @@ def test_scientific_notation_string_from_dvc_exp_run():
     ({"train": {"augment": {"hflip": 1.5}}}, "train.augment.hflip"),
     ({"split": {"train": 0.9}}, "split.train/val/test"),
     ({"train": "fast"}, "train"),
+    ({"train": {"optimizer": "lbfgs"}}, "train.optimizer"),
+    ({"train": {"scheduler": "step"}}, "train.scheduler"),
+    ({"train": {"amp": "fp8"}}, "train.amp"),
+    ({"train": {"resume": "always"}}, "train.resume"),
+    ({"train": {"devices": 3, "batch_size": 16}}, "train.batch_size"),
+    ({"train": {"devices": 0}}, "train.devices"),
+    ({"train": {"dice_weight": 0, "bce_weight": 0}}, "train.dice_weight/bce_weight/focal_weight"),
+    ({"train": {"grad_clip": -1}}, "train.grad_clip"),
+    ({"train": {"channels_last": "yes"}}, "train.channels_last"),
+    ({"train": {"augment": {"elastic": 2}}}, "train.augment.elastic"),
+    ({"model": {"encoder_weights": "/home/me/resnet18.pth"}}, "model.encoder_weights"),
+    ({"model": {"encoder_weights": "weights/../secret.pth"}}, "model.encoder_weights"),
+    ({"evaluate": {"threshold": 1.5}}, "evaluate.threshold"),
+    ({"export": {"opset": 11}}, "export.opset"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         parse_params(raw)
+
+
+def test_encoder_weights_hub_names_and_local_files():
+    assert parse_params({"model": {"encoder_weights": "imagenet"}}).model.encoder_weights == "imagenet"
+    assert parse_params({"model": {"encoder_weights": "weights/r18.safetensors"}}).model.encoder_weights \
+        == "weights/r18.safetensors"
+
+
+def test_committed_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.train.devices == 1 and params.train.resume == "auto"
 
 
 def test_load_params_names_file(tmp_path):

@@ -1,8 +1,11 @@
 import pytest
+import segmentation_models_pytorch as smp
 import torch
 
 from brainseg.config import ModelConfig
-from brainseg.losses import DiceBCELoss, soft_dice_loss
+import torch.nn.functional as F
+
+from brainseg.losses import SegmentationLoss, focal_loss, soft_dice_loss
 from brainseg.model import WeightsError, build_model, load_checkpoint, save_checkpoint
 import brainseg.model as model_module
 
@@ -19,10 +22,45 @@ def test_output_matches_input_and_is_intensity_invariant():
     assert torch.allclose(y, y2, atol=1e-4)
 
 
-def test_imagenet_offline_fails_with_instructions(monkeypatch):
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """No network, and an empty Hugging Face cache under tmp_path/hf."""
+    from huggingface_hub import constants
+
     monkeypatch.setattr(model_module, "_hub_reachable", lambda timeout=3.0: False)
-    with pytest.raises(WeightsError, match="encoder_weights: null"):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    return tmp_path / "hf"
+
+
+def rgb_encoder_state(seed: int) -> dict:
+    """A resnet18 state dict as a classification checkpoint has it: RGB first conv and an fc head."""
+    torch.manual_seed(seed)
+    net = smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None, in_channels=3, classes=1)
+    state = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    return state
+
+
+def test_imagenet_offline_without_cache_fails_with_instructions(offline_hub):
+    with pytest.raises(WeightsError, match="encoder_weights: null.*cache"):
         build_model(ModelConfig(encoder_weights="imagenet"))
+
+
+def test_imagenet_offline_loads_from_prefilled_cache(offline_hub):
+    from safetensors.torch import save_file
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    snapshot = offline_hub / f"models--{settings['repo_id'].replace('/', '--')}" / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    state = rgb_encoder_state(3)
+    state.pop("fc.weight"), state.pop("fc.bias")
+    save_file(state, str(snapshot / "model.safetensors"))
+    (snapshot / "config.json").write_text("{}")
+    model = build_model(ModelConfig(encoder_weights="imagenet"))
+    loaded = model.net.encoder.state_dict()
+    assert torch.equal(loaded["layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
+    assert loaded["conv1.weight"].shape[1] == 1
 
 
 def test_local_encoder_weights_are_loaded(tmp_path):
@@ -38,10 +76,35 @@ def test_local_encoder_weights_are_loaded(tmp_path):
         build_model(ModelConfig(encoder_weights=str(tmp_path / "missing.pth")))
 
 
+def test_rgb_classification_weights_are_adapted_to_one_channel(tmp_path):
+    state = rgb_encoder_state(4)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(state, path)
+    loaded = build_model(ModelConfig(encoder_weights=str(path))).net.encoder.state_dict()
+    # A gray slice repeated into RGB meets the summed filter with the same response.
+    assert torch.allclose(loaded["conv1.weight"], state["conv1.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(loaded["layer1.0.conv1.weight"], state["layer1.0.conv1.weight"])
+    torch.save({"conv1.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(WeightsError, match="not a state dict"):
+        build_model(ModelConfig(encoder_weights=str(path)))
+
+
+@pytest.mark.parametrize("architecture", ["Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus"])
+def test_architectures_build_and_keep_the_input_size(architecture):
+    model = build_model(ModelConfig(architecture=architecture, encoder="resnet18")).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_unknown_encoder_is_a_clear_error():
+    with pytest.raises(WeightsError, match="model.encoder.*resnet999"):
+        build_model(ModelConfig(encoder="resnet999"))
+
+
 def test_checkpoint_round_trip(tmp_path):
     cfg = ModelConfig(dropout=0.0)
     model = build_model(cfg).eval()
-    save_checkpoint(tmp_path / "m.pt", model, cfg, 64, epoch=3, val_dice=0.5)
+    save_checkpoint(tmp_path / "m.pt", model.state_dict(), cfg, 64, epoch=3, val_dice=0.5)
     loaded, ckpt = load_checkpoint(tmp_path / "m.pt")
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
@@ -54,8 +117,29 @@ def test_losses():
     target[..., :2, :2] = 1
     perfect = (target * 2 - 1) * 50
     assert soft_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
-    assert DiceBCELoss(1.0, 1.0)(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
-    assert DiceBCELoss(1.0, 0.0)(-perfect, target).item() > 0.9
+    assert SegmentationLoss(1.0, 1.0, 1.0)(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert SegmentationLoss(1.0, 0.0)(-perfect, target).item() > 0.9
+
+
+def test_focal_loss_down_weights_easy_pixels():
+    target = torch.tensor([1.0, 0.0, 1.0])
+    logits = torch.tensor([3.0, -3.0, -1.0])  # two easy pixels, one hard
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    assert focal_loss(logits, target, 0.0).item() == pytest.approx(bce.mean().item())
+    p_true = torch.sigmoid(torch.tensor([3.0, 3.0, -1.0]))
+    expected = ((1 - p_true) ** 2 * bce).mean()
+    assert focal_loss(logits, target, 2.0).item() == pytest.approx(expected.item(), rel=1e-5)
+    # the hard pixel keeps most of its BCE, the easy ones almost none
+    assert focal_loss(logits[2:], target[2:], 2.0) / bce[2] > 0.5
+    assert focal_loss(logits[:1], target[:1], 2.0) / bce[0] < 0.01
+
+
+def test_loss_weights_combine_linearly():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.7).float()
+    parts = [SegmentationLoss(*w)(logits, target).item() for w in ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
+    assert SegmentationLoss(0.5, 2.0, 3.0)(logits, target).item() == pytest.approx(
+        0.5 * parts[0] + 2.0 * parts[1] + 3.0 * parts[2], rel=1e-5)
 
 
 def test_dice_loss_is_per_image():

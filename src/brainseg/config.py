@@ -18,9 +18,15 @@ from brainseg.errors import BrainsegError
 SOURCES = ("phantom", "kaggle", "local")
 SPLIT_STRATEGIES = ("predefined", "random")
 ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus")
-SCHEDULERS = ("cosine", "none")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("cosine", "poly", "onecycle", "plateau", "none")
 DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("none", "bf16", "fp16")
+RESUME_MODES = ("auto", "never")
 BAD_IMAGE_POLICIES = ("error", "skip")
+AUGMENT_PROBABILITIES = ("hflip", "affine", "elastic", "brightness_contrast", "gamma", "noise", "blur")
+# Local encoder weight files live here; dvc.yaml lists the folder as a dependency of train.
+WEIGHTS_DIR = "weights"
 
 
 class ConfigError(BrainsegError, ValueError):
@@ -75,29 +81,51 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    # Probabilities (p) and strengths of each augmentation, applied in this order.
     hflip: float = 0.5
-    affine: float = 0.7
+    affine: float = 0.7  # p of one rotate/scale/shift draw
     rotate_deg: float = 15.0
     scale: float = 0.1
     shift: float = 0.05
-    brightness_contrast: float = 0.5
-    gamma: float = 0.3
-    noise: float = 0.2
+    elastic: float = 0.0  # p
+    elastic_alpha: float = 30.0  # displacement strength, pixels
+    brightness_contrast: float = 0.5  # p
+    brightness: float = 0.15  # +- limit
+    contrast: float = 0.15  # +- limit
+    gamma: float = 0.3  # p
+    gamma_range: float = 0.2  # gamma in [1 - r, 1 + r]
+    noise: float = 0.2  # p
+    noise_std: float = 0.05  # max std, fraction of the intensity range
+    blur: float = 0.0  # p
+    blur_sigma: float = 1.0  # max Gaussian sigma, pixels
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
-    batch_size: int = 16
+    batch_size: int = 16  # global: split evenly across train.devices processes
+    optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only (Nesterov)
     scheduler: str = "cosine"
     warmup_epochs: int = 1
+    plateau_patience: int = 3  # plateau only: epochs without val Dice gain before the lr is cut
+    plateau_factor: float = 0.5
     patience: int = 8
     dice_weight: float = 1.0
     bce_weight: float = 1.0
+    focal_weight: float = 0.0
+    focal_gamma: float = 2.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    amp: str = "none"
+    channels_last: bool = False
     device: str = "auto"
+    devices: int = 1
+    deterministic: bool = True
     num_workers: int = 0
+    pin_memory: bool = True
+    resume: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -246,23 +274,46 @@ def _check(p: Params) -> None:
 
     t = p.train
     _require(t.epochs >= 1, "train.epochs", "must be at least 1")
-    _require(t.batch_size >= 2, "train.batch_size", "must be at least 2 (batch norm needs two samples)")
+    _require(t.devices >= 1, "train.devices", "must be at least 1")
+    _require(t.batch_size >= 2 * t.devices and t.batch_size % t.devices == 0, "train.batch_size",
+             f"must be a multiple of train.devices ({t.devices}) giving at least 2 slices per process "
+             f"(batch norm needs two); got {t.batch_size}")
+    _one_of(t.optimizer, OPTIMIZERS, "train.optimizer")
     _require(t.lr > 0, "train.lr", "must be positive")
     _require(t.weight_decay >= 0, "train.weight_decay", "must not be negative")
+    _require(0 <= t.momentum < 1, "train.momentum", "must lie in [0, 1)")
     _one_of(t.scheduler, SCHEDULERS, "train.scheduler")
     _require(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", "must lie in [0, train.epochs)")
+    _require(t.plateau_patience >= 1, "train.plateau_patience", "must be at least 1")
+    _require(0 < t.plateau_factor < 1, "train.plateau_factor", "must lie in (0, 1)")
     _require(t.patience >= 1, "train.patience", "must be at least 1")
-    _require(t.dice_weight >= 0 and t.bce_weight >= 0 and t.dice_weight + t.bce_weight > 0,
-             "train.dice_weight/bce_weight", "must be non-negative and not both zero")
+    weights = (t.dice_weight, t.bce_weight, t.focal_weight)
+    _require(min(weights) >= 0 and sum(weights) > 0, "train.dice_weight/bce_weight/focal_weight",
+             "must be non-negative and not all zero")
+    _require(t.focal_gamma >= 0, "train.focal_gamma", "must not be negative")
+    _require(t.grad_clip >= 0, "train.grad_clip", "must not be negative (0 turns clipping off)")
+    _one_of(t.amp, AMP_MODES, "train.amp")
     _one_of(t.device, DEVICES, "train.device")
     _require(t.num_workers >= 0, "train.num_workers", "must not be negative")
+    _one_of(t.resume, RESUME_MODES, "train.resume")
     for f in fields(AugmentConfig):
         value = getattr(t.augment, f.name)
         _require(value >= 0, f"train.augment.{f.name}", "must not be negative")
-        if f.name in ("hflip", "affine", "brightness_contrast", "gamma", "noise"):
+        if f.name in AUGMENT_PROBABILITIES:
             _require(value <= 1, f"train.augment.{f.name}", "is a probability and must lie in [0, 1]")
+    _require(t.augment.gamma_range < 1, "train.augment.gamma_range", "must be below 1")
+    if is_local_weights(p.model.encoder_weights):
+        parts = Path(p.model.encoder_weights).parts
+        _require(parts[:1] == (WEIGHTS_DIR,) and len(parts) > 1 and ".." not in parts, "model.encoder_weights",
+                 f"must be null, a hub name such as imagenet, or a file under {WEIGHTS_DIR}/ (a tracked "
+                 f"dependency of the train stage); got {p.model.encoder_weights!r}")
 
     _require(0.0 < p.evaluate.threshold < 1.0, "evaluate.threshold", "must lie in (0, 1)")
     _require(p.evaluate.overlays_per_group >= 1, "evaluate.overlays_per_group", "must be at least 1")
     _require(p.export.opset >= 17, "export.opset", "must be at least 17")
     _require(p.export.tolerance > 0, "export.tolerance", "must be positive")
+
+
+def is_local_weights(encoder_weights: str | None) -> bool:
+    """A file path (has a folder or an extension), as opposed to a hub name like `imagenet`."""
+    return encoder_weights is not None and ("/" in encoder_weights or bool(Path(encoder_weights).suffix))

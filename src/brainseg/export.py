@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -40,20 +41,51 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def _graph_nodes(graph):
+    """Every node of an ONNX graph, including those of subgraphs (If/Loop bodies)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            subgraphs = [*attribute.graphs, *([attribute.g] if attribute.HasField("g") else [])]
+            for subgraph in subgraphs:
+                yield from _graph_nodes(subgraph)
+
+
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    import onnx
+
     tmp = _tmp(path)
     torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset, verbose=False,
                       input_names=["image"], output_names=["probability"],
                       dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=1024)}})
+    # Node metadata holds Python stack traces with absolute source paths: without it, the same
+    # weights give the same bytes in any checkout, so dvc.lock hashes reproduce.
+    exported = onnx.load(str(tmp))
+    for graph in [exported.graph, *exported.functions]:
+        for node in _graph_nodes(graph):
+            del node.metadata_props[:]
+            node.doc_string = ""
+    onnx.save(exported, str(tmp))
     tmp.replace(path)
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    tmp = _tmp(path)
+    traced = _tmp(path.with_suffix(".traced"))
     # TorchScript is deprecated upstream but is still what C++ (libtorch) deployments load.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.trace(model, example), str(tmp))
+        torch.jit.save(torch.jit.trace(model, example), str(traced))
+    # Rewrite the archive without its *.debug_pkl records (source ranges with absolute paths),
+    # for the same reason as the ONNX metadata; the loader treats debug records as optional.
+    tmp = _tmp(path)
+    try:
+        with zipfile.ZipFile(traced) as source, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as stripped:
+            for info in source.infolist():
+                if not info.filename.endswith(".debug_pkl"):
+                    stripped.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)),
+                                      source.read(info.filename))
+    finally:
+        traced.unlink()
     tmp.replace(path)
 
 

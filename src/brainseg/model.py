@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,15 +11,17 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from brainseg.config import ModelConfig
+from brainseg.config import ModelConfig, is_local_weights
 from brainseg.errors import BrainsegError
 
-IN_CHANNELS = 1  # MRI slices are grayscale; smp adapts an RGB encoder's first convolution
+# MRI slices are grayscale. Pretrained RGB encoders keep their weights except the first convolution,
+# whose three input filters are summed into one (smp does this for hub weights, we for local files).
+IN_CHANNELS = 1
 _HUB = ("huggingface.co", 443)
 
 
 class WeightsError(BrainsegError, RuntimeError):
-    """Encoder weights could not be obtained; the message says how to provide them."""
+    """The encoder or its weights could not be set up; the message says how to fix it."""
 
 
 class SegmentationNet(nn.Module):
@@ -46,38 +49,82 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _adapt_input_channels(state: dict, expected: dict) -> dict:
+    """Sum RGB filters into one grayscale filter where the file has 3 input channels and we have 1.
+
+    For a gray slice repeated into R, G and B, the summed filter gives the same response, which is
+    also what segmentation-models-pytorch does to hub weights when in_channels is 1.
+    """
+    adapted = dict(state)
+    for key, tensor in state.items():
+        want = expected.get(key)
+        if (want is not None and tensor.ndim == 4 and want.ndim == 4 and tensor.shape[1] == 3
+                and want.shape[1] == IN_CHANNELS and tensor.shape[0] == want.shape[0]):
+            adapted[key] = tensor.sum(dim=1, keepdim=True)
+    return adapted
+
+
+@contextmanager
+def _hub_offline(enabled: bool):
+    """Put huggingface_hub in offline mode (cache only) for the duration, when `enabled`."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or enabled
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 def _load_encoder_file(net: nn.Module, path: Path) -> None:
     if not path.is_file():
-        raise WeightsError(f"model.encoder_weights: {path} does not exist")
+        raise WeightsError(f"model.encoder_weights: {path} does not exist; put the encoder's state dict there "
+                           "(.pth or .safetensors) or set model.encoder_weights: null")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    expected = net.encoder.state_dict()
+    # Classification checkpoints carry a head the encoder does not have.
+    state = {k: v for k, v in state.items() if not k.startswith("fc.") or k in expected}
     try:
-        net.encoder.load_state_dict(state)
+        net.encoder.load_state_dict(_adapt_input_channels(state, expected))
     except RuntimeError as err:
-        raise WeightsError(f"{path}: not a state dict for this encoder: {err}") from None
+        raise WeightsError(f"{path}: not a state dict for encoder {type(net.encoder).__name__}: {err}") from None
 
 
 def build_model(cfg: ModelConfig) -> SegmentationNet:
     weights = cfg.encoder_weights
-    pretrained = weights is not None and not Path(weights).suffix
-    if pretrained and not _hub_reachable():
-        raise WeightsError(
-            f"model.encoder_weights is {weights!r} but the weights hub cannot be reached from this machine. "
-            "Either set model.encoder_weights: null to train from scratch, point it at a local encoder "
-            "state dict (.pth or .safetensors), or download the weights once on a connected machine and "
-            "copy the Hugging Face cache (~/.cache/huggingface/hub) here."
-        )
+    hub = weights is not None and not is_local_weights(weights)
     kwargs = {}
     if cfg.architecture in ("Unet", "UnetPlusPlus"):
         kwargs["decoder_channels"] = cfg.decoder_channels
-    net = smp.create_model(cfg.architecture, encoder_name=cfg.encoder,
-                           encoder_weights=weights if pretrained else None,
-                           in_channels=IN_CHANNELS, classes=1, **kwargs)
-    if weights is not None and not pretrained:
+    # Unreachable hub: only the local Hugging Face cache may serve the weights, and a miss fails at
+    # once instead of waiting on network timeouts.
+    offline = hub and not _hub_reachable()
+    try:
+        with _hub_offline(offline):
+            net = smp.create_model(cfg.architecture, encoder_name=cfg.encoder,
+                                   encoder_weights=weights if hub else None,
+                                   in_channels=IN_CHANNELS, classes=1, **kwargs)
+    except KeyError as err:
+        raise WeightsError(f"model.encoder / model.encoder_weights: {err.args[0]}"[:2000]) from None
+    except Exception as err:
+        if not offline:
+            raise
+        raise WeightsError(
+            f"model.encoder_weights is {weights!r} but the weights hub cannot be reached from this machine "
+            f"and the Hugging Face cache does not hold them ({type(err).__name__}). Either set "
+            "model.encoder_weights: null to train from scratch, point it at a local encoder state dict "
+            "under weights/ (.pth or .safetensors), or pre-fill the cache (README: ImageNet weights): build "
+            "the model once on a connected machine and copy its ~/.cache/huggingface/hub here."
+        ) from None
+    if offline:
+        print(f"model: weights hub unreachable; loaded {cfg.encoder} {weights} weights from the Hugging Face cache")
+    if weights is not None and not hub:
         _load_encoder_file(net, Path(weights))
     if cfg.dropout > 0:
         # Spatial dropout on the decoder's last features regularises the from-scratch default.
@@ -85,11 +132,11 @@ def build_model(cfg: ModelConfig) -> SegmentationNet:
     return SegmentationNet(net)
 
 
-def save_checkpoint(path: Path, model: nn.Module, cfg: ModelConfig, image_size: int, **extra) -> None:
+def save_checkpoint(path: Path, state_dict: dict, cfg: ModelConfig, image_size: int, **extra) -> None:
     """Atomically save what evaluation and export need to rebuild the model."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"state_dict": model.state_dict(), "model": asdict(cfg), "image_size": image_size, **extra}, tmp)
+    torch.save({"state_dict": state_dict, "model": asdict(cfg), "image_size": image_size, **extra}, tmp)
     tmp.replace(path)
 
 

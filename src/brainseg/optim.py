@@ -1,0 +1,100 @@
+"""Optimizers and the learning-rate schedule, built from `train` params."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from brainseg.config import TrainConfig
+
+# One-cycle policy (Smith 2018): start at lr / 25, peak at lr, end at lr / (25 * 10^4), as torch's OneCycleLR.
+_ONECYCLE_START, _ONECYCLE_END = 1 / 25, 1 / 25e4
+_ONECYCLE_RISE = 0.3  # share of training spent rising when train.warmup_epochs is 0
+_POLY_POWER = 0.9  # nnU-Net's polynomial decay
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":  # decoupled weight decay
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
+    """Multiplier of the base learning rate before optimizer step `step` (0-based) of `total`.
+
+    All schedules but onecycle start with a linear warm-up over `warmup` steps; onecycle rises
+    along a half cosine instead. plateau and none stay at 1 after warm-up (plateau cuts are
+    applied on top, at epoch ends).
+    """
+    if kind == "onecycle":
+        rise = warmup or max(1, round(_ONECYCLE_RISE * total))
+        if step < rise:
+            return _ONECYCLE_START + (1 - _ONECYCLE_START) * 0.5 * (1 - math.cos(math.pi * step / rise))
+        progress = (step - rise) / max(1, total - rise)
+        return _ONECYCLE_END + (1 - _ONECYCLE_END) * 0.5 * (1 + math.cos(math.pi * progress))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "poly":
+        return (1.0 - progress) ** _POLY_POWER
+    return 1.0
+
+
+class LRSchedule:
+    """Sets the optimizer's learning rate every step; `plateau` also cuts it when validation stalls.
+
+    Per step rather than per epoch, so warm-up is smooth even when training runs few epochs.
+    `state_dict` holds everything needed to resume mid-training.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+        self.optimizer, self.cfg = optimizer, cfg
+        self.total = cfg.epochs * steps_per_epoch
+        self.warmup = cfg.warmup_epochs * steps_per_epoch
+        self.step_count = 0
+        self.plateau_scale, self.plateau_best, self.plateau_bad_epochs = 1.0, -math.inf, 0
+        self._apply()
+
+    @property
+    def lr(self) -> float:
+        return self.cfg.lr * self.plateau_scale * lr_factor(self.step_count, self.total, self.warmup, self.cfg.scheduler)
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def step(self) -> None:
+        """Call after each optimizer step."""
+        self.step_count += 1
+        self._apply()
+
+    def epoch_end(self, val_score: float) -> None:
+        """Call after validation; for plateau, cut the rate after plateau_patience epochs without gain."""
+        if self.cfg.scheduler != "plateau" or self.step_count < self.warmup:
+            return
+        if val_score > self.plateau_best:
+            self.plateau_best, self.plateau_bad_epochs = val_score, 0
+            return
+        self.plateau_bad_epochs += 1
+        if self.plateau_bad_epochs >= self.cfg.plateau_patience:
+            self.plateau_scale *= self.cfg.plateau_factor
+            self.plateau_bad_epochs = 0
+            self._apply()
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count, "plateau_scale": self.plateau_scale,
+                "plateau_best": self.plateau_best, "plateau_bad_epochs": self.plateau_bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step_count"])
+        self.plateau_scale = float(state["plateau_scale"])
+        self.plateau_best = float(state["plateau_best"])
+        self.plateau_bad_epochs = int(state["plateau_bad_epochs"])
+        self._apply()

@@ -1,0 +1,159 @@
+"""The train stage as users run it: determinism, resume after a real kill, and two-process DDP on CPU."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 6
+TINY = {
+    "data": {"phantom": {"train": 48, "valid": 16, "test": 8, "image_size": 128}},
+    "preprocess": {"image_size": 64},
+    "train": {"epochs": EPOCHS, "batch_size": 8, "patience": EPOCHS},
+}
+STATE = Path("models/checkpoints/last.pt")
+TINY_AUGMENT = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["augment"]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
+    return base
+
+
+def _stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """params.yaml and data/ for a tiny run, produced by the real download/preprocess/split stages."""
+    base = tmp_path_factory.mktemp("train-base")
+    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (base / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (base / "weights").mkdir()
+    for stage in ("download", "preprocess", "split"):
+        result = _stage(stage, base)
+        assert result.returncode == 0, result.stderr[-2000:]
+    return base
+
+
+def _workspace(prepared: Path, tmp_path: Path, name: str, **train) -> Path:
+    ws = tmp_path / name
+    shutil.copytree(prepared, ws)
+    if train:
+        params = yaml.safe_load((ws / "params.yaml").read_text())
+        params["train"].update(train)
+        (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return ws
+
+
+def _train(ws: Path) -> str:
+    result = _stage("train", ws)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _outputs(ws: Path) -> dict[str, bytes]:
+    files = [ws / "models/model.pt", *sorted((ws / "metrics/train").rglob("*"))]
+    return {str(p.relative_to(ws)): p.read_bytes() for p in files if p.is_file()}
+
+
+def _losses(ws: Path, name: str) -> list[float]:
+    lines = (ws / f"metrics/train/plots/metrics/{name}.tsv").read_text().splitlines()[1:]
+    return [float(line.split("\t")[1]) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, tmp_path_factory) -> Path:
+    ws = _workspace(prepared, tmp_path_factory.mktemp("reference"), "run")
+    _train(ws)
+    return ws
+
+
+@pytest.mark.slow
+def test_same_params_give_byte_identical_model_and_metrics(prepared, reference, tmp_path):
+    again = _workspace(prepared, tmp_path, "again")
+    _train(again)
+    assert _outputs(again) == _outputs(reference)
+    assert len(_losses(reference, "train/loss")) == EPOCHS
+    assert not (again / STATE).exists(), "a finished run must leave no state to resume"
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(prepared, reference, tmp_path):
+    ws = _workspace(prepared, tmp_path, "killed")
+    process = subprocess.Popen([sys.executable, str(ROOT / "stages/train.py")], cwd=ws,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved_epoch, deadline = 0, time.monotonic() + 300
+    try:
+        while saved_epoch < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if (ws / STATE).is_file():
+                saved_epoch = torch.load(ws / STATE, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    state = torch.load(ws / STATE, map_location="cpu", weights_only=True)
+    assert 2 <= state["epoch"] < EPOCHS
+
+    # DVC deletes a stage's outputs before rerunning it; the state file is not one of them.
+    shutil.rmtree(ws / "metrics")
+    (ws / "models/model.pt").unlink(missing_ok=True)
+    out = _train(ws)
+    assert f"resume: continuing after epoch {state['epoch']}/{EPOCHS}" in out
+    assert _outputs(ws) == _outputs(reference)
+
+
+@pytest.mark.slow
+def test_changed_params_start_afresh(prepared, tmp_path):
+    ws = _workspace(prepared, tmp_path, "changed", epochs=2)
+    # A leftover state saved under other settings is not resumed.
+    (ws / STATE).parent.mkdir(parents=True)
+    torch.save({"fingerprint": "other settings", "epoch": 1}, ws / STATE)
+    out = _train(ws)
+    assert "saved with other params" in out and "resume: continuing" not in out
+
+
+@pytest.mark.slow
+def test_two_processes_with_gloo_match_one(prepared, reference, tmp_path):
+    ws = _workspace(prepared, tmp_path, "ddp", devices=2, device="cpu")
+    out = _train(ws)
+    assert "--nproc-per-node=2" in out
+    assert out.count("trained ") == 1, "only rank 0 reports and writes"
+    assert [p.name for p in (ws / "models").iterdir()] == ["model.pt"]
+    train_loss = _losses(ws, "train/loss")
+    assert len(train_loss) == EPOCHS and train_loss[-1] < 0.9 * train_loss[0]
+    # Same global batches and initial weights; what differs is batch-norm statistics (per process
+    # on 4 slices instead of 8) and dropout draws. Stated tolerance: 3% per epoch on the training
+    # loss, 5% on the final validation loss.
+    for ddp, single in zip(train_loss, _losses(reference, "train/loss")):
+        assert ddp == pytest.approx(single, rel=0.03)
+    assert _losses(ws, "val/loss")[-1] == pytest.approx(_losses(reference, "val/loss")[-1], rel=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [
+    {"optimizer": "sgd", "lr": 0.01, "scheduler": "onecycle", "focal_weight": 1.0, "grad_clip": 1.0,
+     "channels_last": True, "amp": "bf16", "augment": {**TINY_AUGMENT, "elastic": 0.5, "blur": 0.5}},
+    {"optimizer": "adamw", "weight_decay": 0.01, "scheduler": "plateau", "plateau_patience": 1, "num_workers": 2},
+], ids=["sgd-onecycle-focal-clip-channels_last-amp", "adamw-plateau-workers"])
+def test_training_options_run_end_to_end(prepared, tmp_path, options):
+    ws = _workspace(prepared, tmp_path, "options", epochs=2, **options)
+    out = _train(ws)
+    assert ("train.amp: bf16 is ignored on cpu" in out) == ("amp" in options)
+    checkpoint = torch.load(ws / "models/model.pt", map_location="cpu", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values() if t.is_floating_point())
+    assert len(_losses(ws, "train/loss")) == 2
