@@ -7,6 +7,7 @@ The stage fails unless ONNX Runtime and TorchScript agree with eager PyTorch wit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -76,14 +77,19 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> 
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(torch.jit.trace(model, example), str(traced))
     # Rewrite the archive without its *.debug_pkl records (source ranges with absolute paths),
-    # for the same reason as the ONNX metadata; the loader treats debug records as optional.
+    # for the same reason as the ONNX metadata; the loader treats debug records as optional. The
+    # serialization id is a checksum that covered those records: recompute it over what is kept.
     tmp = _tmp(path)
     try:
         with zipfile.ZipFile(traced) as source, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as stripped:
-            for info in source.infolist():
-                if not info.filename.endswith(".debug_pkl"):
-                    stripped.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)),
-                                      source.read(info.filename))
+            kept = [(info.filename, source.read(info.filename)) for info in source.infolist()
+                    if not info.filename.endswith(".debug_pkl")]
+            digest = hashlib.sha256(b"".join(name.encode() + data for name, data in kept
+                                             if not name.endswith("/serialization_id")))
+            for name, data in kept:
+                if name.endswith("/serialization_id"):
+                    data = str(int(digest.hexdigest(), 16) % 10**len(data)).zfill(len(data)).encode()
+                stripped.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
     finally:
         traced.unlink()
     tmp.replace(path)
