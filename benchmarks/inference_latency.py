@@ -22,7 +22,7 @@ import torch
 from brainseg.data.phantom import PhantomSpec, render_slice
 from brainseg.export import ProbabilityNet
 from brainseg.model import load_checkpoint
-from brainseg.predict import predict
+from brainseg.predict import OVERLAY_FORMATS, predict
 
 MODELS = Path("models")
 
@@ -64,6 +64,9 @@ def main() -> None:
         print(f"batch {batch:3d}: ms per slice: {row}; onnxruntime vs eager {results['eager', batch] / results['onnxruntime', batch]:.2f}x")
 
     # End to end on phantom slices: decode, resize, infer, upsample, write mask + overlay + report.
+    model_ms = results["onnxruntime", args.batch]
+    spec = json.loads((MODELS / "model.json").read_text())
+    passes = 2 if spec.get("postprocess", {}).get("tta") else 1
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "in"
         inputs.mkdir()
@@ -71,17 +74,14 @@ def main() -> None:
         for i in range(64):
             image, _ = render_slice(rng, PhantomSpec())
             cv2.imwrite(str(inputs / f"slice{i:03d}.jpg"), image)
-        start = time.perf_counter()
-        predict([str(inputs)], Path(tmp) / "out", MODELS / "model.onnx", batch_size=args.batch)
-        wall = time.perf_counter() - start
-    model_ms = results["onnxruntime", args.batch]
-    spec = json.loads((MODELS / "model.json").read_text())
-    passes = 2 if spec.get("postprocess", {}).get("tta") else 1
-    per_slice = 1000 * wall / 64
-    print(f"predict on 64 phantom JPEGs of 640x640: {64 / wall:.1f} slices/s, {per_slice:.1f} ms per slice; "
-          f"model time {passes} x {model_ms:.1f} ms (TTA passes), overhead "
-          f"{(per_slice - passes * model_ms) / (passes * model_ms):.0%} of model time")
-
+        for overlay_format in OVERLAY_FORMATS:
+            start = time.perf_counter()
+            predict([str(inputs)], Path(tmp) / overlay_format, MODELS / "model.onnx", batch_size=args.batch,
+                    overlay_format=overlay_format)
+            per_slice = 1000 * (time.perf_counter() - start) / 64
+            print(f"predict on 64 phantom JPEGs of 640x640, --overlay {overlay_format}: {1000 / per_slice:.1f} "
+                  f"slices/s, {per_slice:.1f} ms per slice; model time {passes} x {model_ms:.1f} ms (TTA passes), "
+                  f"overhead {(per_slice - passes * model_ms) / (passes * model_ms):.0%} of model time")
 
 if __name__ == "__main__":
     main()

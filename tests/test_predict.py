@@ -141,6 +141,20 @@ def test_only_good_inputs_exit_zero(model_path, tmp_path):
     assert (tmp_path / "out" / "one_mask.png").is_file() and (tmp_path / "out" / "one_overlay.png").is_file()
 
 
+@pytest.mark.parametrize("fmt", ["jpg", "none"])
+def test_overlay_format_option(model_path, tmp_path, fmt):
+    from brainseg import predict
+
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), _blob_image(50, 60, 4))
+    rows = predict.predict([str(image)], tmp_path / "out", model_path, overlay_format=fmt)
+    assert rows[0].status == "ok"
+    written = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("one"))
+    assert written == (["one_mask.png", "one_overlay.jpg"] if fmt == "jpg" else ["one_mask.png"])
+    if fmt == "jpg":
+        assert cv2.imread(str(tmp_path / "out" / "one_overlay.jpg")).shape == (50, 60, 3)
+
+
 def test_dicom_without_pydicom_is_reported(model_path, tmp_path, monkeypatch):
     from brainseg import predict
 
@@ -148,6 +162,38 @@ def test_dicom_without_pydicom_is_reported(model_path, tmp_path, monkeypatch):
     (tmp_path / "scan.dcm").write_bytes(b"\0" * 200)
     rows = predict.predict([str(tmp_path / "scan.dcm")], tmp_path / "out", model_path)
     assert rows[0].status == "error" and "pip install pydicom" in rows[0].error
+
+
+def test_real_mr_dicom_is_segmented_at_its_own_size(model_path, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    from brainseg import predict
+
+    source = Path(get_testdata_file("MR_small.dcm"))  # a real 64x64 16-bit MR slice shipped with pydicom
+    rows = predict.predict([str(source)], tmp_path / "out", model_path)
+    assert rows[0].status == "ok", rows[0].error
+    assert (rows[0].height, rows[0].width) == pydicom.dcmread(source).pixel_array.shape
+    mask = cv2.imread(str(tmp_path / "out" / "MR_small_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (rows[0].height, rows[0].width) and set(np.unique(mask)) <= {0, 255}
+    assert int((mask > 0).sum()) == rows[0].tumor_pixels
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    from brainseg.predict import read_gray
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    pixels = ds.pixel_array.astype(np.int16)
+    ds.PhotometricInterpretation = "MONOCHROME1"  # low values bright: the same slice, stored inverted
+    ds.PixelData = (pixels.max() - pixels).astype(np.int16).tobytes()
+    ds.save_as(tmp_path / "inverted.dcm")
+    # Read back as displayed: bright where the original is bright (up to the intensity offset).
+    restored = read_gray(tmp_path / "inverted.dcm").astype(float).ravel()
+    original = read_gray(Path(get_testdata_file("MR_small.dcm"))).astype(float).ravel()
+    assert np.corrcoef(restored, original)[0, 1] > 0.99
 
 
 def test_missing_model_is_usage_error(tmp_path):
@@ -183,11 +229,15 @@ def test_clean_venv_from_deploy_requirements(model_path, tmp_path):
     images.mkdir()
     cv2.imwrite(str(images / "a.png"), _blob_image(64, 80, 6))
     cv2.imwrite(str(images / "b.jpg"), _blob_image(30, 30, 7))
+    from pydicom.data import get_testdata_file
+
+    (images / "c.dcm").write_bytes(Path(get_testdata_file("MR_small.dcm")).read_bytes())
     # Run from outside the checkout so that only the venv's installed package can be imported.
     result = subprocess.run([str(bin_dir / "brainseg-predict"), str(images), "--out", str(tmp_path / "out"),
                              "--model", str(model_path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "2 of 2 input(s) segmented" in result.stdout
-    assert (tmp_path / "out" / "a_mask.png").is_file() and (tmp_path / "out" / "b_mask.png").is_file()
+    assert "3 of 3 input(s) segmented" in result.stdout
+    for name in ("a", "b", "c"):
+        assert (tmp_path / "out" / f"{name}_mask.png").is_file(), name
     has_torch = subprocess.run([str(bin_dir / "python"), "-c", "import torch"], capture_output=True)
     assert has_torch.returncode != 0
