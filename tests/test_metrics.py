@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from brainseg.metrics import dice_scores, iou_scores, per_image_table, summarize, threshold_sweep
+from brainseg.metrics import dice_scores, iou_scores, per_image_table, summarize
 
 
 def masks(*arrays):
@@ -45,13 +45,3 @@ def test_all_empty_split_is_perfect_for_empty_prediction():
     s = summarize(per_image_table(truth, truth))
     assert s["dice_mean"] == 1.0 and s["tumor_free_fpr"] == 0.0
     assert s["recall_global"] == 0.0  # nothing to recall: reported as 0, not NaN
-
-
-def test_threshold_sweep_monotone_recall():
-    rng = np.random.default_rng(0)
-    truth = (rng.random((4, 16, 16)) > 0.7).astype(np.uint8)
-    probs = np.clip(truth * 0.6 + rng.random(truth.shape) * 0.5, 0, 1)
-    sweep = threshold_sweep(probs, truth, np.array([0.1, 0.5, 0.9]))
-    assert list(sweep.threshold) == [0.1, 0.5, 0.9]
-    assert sweep.recall.is_monotonic_decreasing
-    assert sweep.precision.iloc[1] > sweep.precision.iloc[0]

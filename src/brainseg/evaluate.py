@@ -14,8 +14,8 @@ from brainseg.config import Params
 from brainseg.data.archive import atomic_write_text
 from brainseg.data.cache import original_masks
 from brainseg.data.dataset import ProcessedData
-from brainseg.lesions import hausdorff95, tumors_found
-from brainseg.metrics import confusion_counts, per_image_table, summarize, threshold_sweep
+from brainseg.lesions import box_agreement, hausdorff95, tumors_found
+from brainseg.metrics import confusion_counts, dice_scores, iou_scores, per_image_table, summarize
 from brainseg.model import build_model, load_checkpoint
 from brainseg.plots import curves_figure, overlay_grid
 from brainseg.postprocess import binarize
@@ -32,13 +32,14 @@ def standardize(images: np.ndarray) -> np.ndarray:
     return (x - mean) / std
 
 
-def intensity_baseline(val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> tuple[float, pd.DataFrame]:
+def intensity_baseline(val: tuple[np.ndarray, np.ndarray], test_images: np.ndarray) -> tuple[float, np.ndarray]:
     """The classic non-learned segmenter: pixels brighter than t standard deviations above the
-    slice mean are tumor; t is chosen on validation for best per-image Dice."""
+    slice mean are tumor; t is chosen on validation for best per-image Dice. Returns t and the
+    test predictions."""
     z_val = standardize(val[0])
     scores = [summarize(per_image_table(z_val > t, val[1]))["dice_mean"] for t in INTENSITY_SWEEP]
     best_t = float(INTENSITY_SWEEP[int(np.argmax(scores))])
-    return best_t, per_image_table(standardize(test[0]) > best_t, test[1])
+    return best_t, standardize(test_images) > best_t
 
 
 def flip_tta_probs(model, images: np.ndarray, plain: np.ndarray, device: torch.device) -> np.ndarray:
@@ -63,30 +64,61 @@ def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, m
     return {"threshold": threshold, "tta": tta, "min_component_px": min_pixels, "val_dice_mean": -neg_dice}
 
 
-def original_size_metrics(probs: np.ndarray, truths: list[np.ndarray], threshold: float, min_pixels: int) -> dict:
-    """Metrics with each prediction brought back to its image's original size.
+def _at_original_size(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(prob, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def original_size_table(probs: np.ndarray, truths: list[np.ndarray], threshold: float, min_pixels: int) -> pd.DataFrame:
+    """Per-image metrics with each prediction brought back to its image's original size.
 
     Components below `min_pixels` are dropped at the model's resolution (as brainseg-predict
-    does), the probabilities are resized bilinearly, then thresholded.
+    does), the probabilities are resized bilinearly, then thresholded (>=).
     """
-    counts, hd95, found, tumors = [], [], 0, 0
+    rows = []
     for prob, truth in zip(probs, truths):
         prob = prob * binarize(prob, threshold, min_pixels)
-        full = cv2.resize(prob, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_LINEAR) >= threshold
-        tp, fp, fn = confusion_counts(full[None], truth[None])
-        counts.append((tp[0], fp[0], fn[0]))
-        hd95.append(hausdorff95(full, truth))
-        hit, total = tumors_found(full, truth)
-        found, tumors = found + hit, tumors + total
-    table = pd.DataFrame(counts, columns=["tp", "fp", "fn"])
-    defined = np.array([h for h in hd95 if not np.isnan(h)])
+        pred = _at_original_size(prob, truth.shape) >= threshold
+        tp, fp, fn = (int(c[0]) for c in confusion_counts(pred[None], truth[None]))
+        found, tumors = tumors_found(pred, truth)
+        box_dice, box_iou, box_hit = box_agreement(pred, truth)
+        rows.append({"tp": tp, "fp": fp, "fn": fn, "hd95_px": hausdorff95(pred, truth), "tumors": tumors,
+                     "tumors_found": found, "box_dice": box_dice, "box_iou": box_iou, "box_hit": box_hit})
+    table = pd.DataFrame(rows)
+    table.insert(3, "dice", dice_scores(table.tp, table.fp, table.fn))
+    table.insert(4, "iou", iou_scores(table.tp, table.fp, table.fn))
+    return table
+
+
+def summarize_original_size(table: pd.DataFrame) -> dict:
+    """Pixel metrics, HD95, tumor detection and box agreement from an `original_size_table`."""
+    hd95 = table["hd95_px"].dropna()
+    tumors = int(table["tumors"].sum())
+    hits = table["box_hit"].dropna()
     return {
         **summarize(table),
-        "hd95_px_mean": float(defined.mean()) if len(defined) else None,
-        "hd95_px_median": float(np.median(defined)) if len(defined) else None,
+        "hd95_px_mean": float(hd95.mean()) if len(hd95) else None,
+        "hd95_px_median": float(hd95.median()) if len(hd95) else None,
         "tumors": tumors,
-        "tumor_sensitivity": found / tumors if tumors else 0.0,
+        "tumor_sensitivity": float(table["tumors_found"].sum() / tumors) if tumors else 0.0,
+        "box_dice_mean": float(table["box_dice"].mean()),
+        "box_iou_mean": float(table["box_iou"].mean()),
+        "localisation_hit_rate": float(hits.mean()) if len(hits) else 0.0,
     }
+
+
+def original_size_sweep(probs: np.ndarray, truths: list[np.ndarray], thresholds: np.ndarray) -> pd.DataFrame:
+    """Metrics at each probability threshold, at the original sizes: PR and Dice-vs-threshold data."""
+    counts = np.zeros((len(thresholds), len(probs), 3), dtype=np.int64)
+    for i, (prob, truth) in enumerate(zip(probs, truths)):
+        full, truth = _at_original_size(prob, truth.shape), truth.astype(bool)
+        for j, t in enumerate(thresholds):
+            counts[j, i] = [c[0] for c in confusion_counts((full >= t)[None], truth[None])]
+    rows = []
+    for t, per_image in zip(thresholds, counts):
+        s = summarize(pd.DataFrame(per_image, columns=["tp", "fp", "fn"]))
+        rows.append({"threshold": round(float(t), 4), "precision": s["precision_global"],
+                     "recall": s["recall_global"], "dice_mean": s["dice_mean"], "dice_global": s["dice_global"]})
+    return pd.DataFrame(rows)
 
 
 def _rounded(metrics: dict) -> dict:
@@ -130,34 +162,35 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     plain_probs = predict_probs(model, test_images, device)
     probs = flip_tta_probs(model, test_images, plain_probs, device) if chosen["tta"] else plain_probs
     preds = binarize(probs, threshold, chosen["min_component_px"])
-    table = per_image_table(preds, test_masks)
     files = data.index.loc[data.rows["test"], "file"].tolist()
+    truths = original_masks(raw_dir, data.index.loc[data.rows["test"]], params.data.categories)
+    table = original_size_table(probs, truths, threshold, chosen["min_component_px"])
     table.insert(0, "file", files)
-    table["tumor_pixels"] = test_masks.reshape(len(test_masks), -1).sum(axis=1)
+    table["tumor_pixels"] = [int(t.sum()) for t in truths]
 
+    # Baselines through the same original-size path: a binary map is a probability of 0 or 1.
     seed_everything(params.seed)  # the same initial weights training started from
     untrained = build_model(params.model)
-    untrained_table = per_image_table(predict_probs(untrained, test_images, device) >= 0.5, test_masks)
-    intensity_t, intensity_table = intensity_baseline(data.subset("val"), (test_images, test_masks))
-    empty_table = per_image_table(np.zeros_like(test_masks), test_masks)
-
-    truths = original_masks(raw_dir, data.index.loc[data.rows["test"]], params.data.categories)
-    metrics = {
-        **_rounded(original_size_metrics(probs, truths, threshold, chosen["min_component_px"])),
-        **_rounded(chosen),
-        "training_size": _rounded(summarize(table)),
-        "best_epoch": ckpt["epoch"],
-        "untuned": _rounded(summarize(per_image_table(plain_probs >= 0.5, test_masks))),
-        "baselines": {
-            "empty": _rounded(summarize(empty_table)),
-            "intensity_threshold": {**_rounded(summarize(intensity_table)), "z_threshold": intensity_t},
-            "untrained": _rounded(summarize(untrained_table)),
-        },
+    intensity_t, intensity_pred = intensity_baseline(data.subset("val"), test_images)
+    baselines = {
+        "empty": np.zeros(test_images.shape, np.float32),
+        "intensity_threshold": intensity_pred.astype(np.float32),
+        "untrained": predict_probs(untrained, test_images, device),
     }
+    metrics = {
+        **_rounded(summarize_original_size(table)),
+        **_rounded(chosen),
+        "training_size": _rounded(summarize(per_image_table(preds, test_masks))),
+        "best_epoch": ckpt["epoch"],
+        "untuned": _rounded(summarize_original_size(original_size_table(plain_probs, truths, 0.5, 0))),
+        "baselines": {name: _rounded(summarize_original_size(original_size_table(p, truths, 0.5, 0)))
+                      for name, p in baselines.items()},
+    }
+    metrics["baselines"]["intensity_threshold"]["z_threshold"] = intensity_t
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
 
     plots_dir.mkdir(parents=True, exist_ok=True)
-    sweep = threshold_sweep(probs, test_masks, SWEEP)
+    sweep = original_size_sweep(probs, truths, SWEEP)
     atomic_write_text(plots_dir / "thresholds.csv", sweep.round(6).to_csv(index=False))
     atomic_write_text(plots_dir / "per_image.csv", table.round(6).to_csv(index=False))
     curves_figure(_read_history(live_dir), sweep, threshold, plots_dir / "curves.png")

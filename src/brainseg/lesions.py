@@ -5,6 +5,9 @@
   both masks are non-empty.
 - Detection: a true tumor (8-connected component of the truth) counts as found when any predicted
   pixel overlaps it.
+- Box agreement, fair to box labels (the Kaggle dataset's): the bounding box of the whole predicted
+  mask against that of the whole truth, as Dice and IoU of the two rectangles, and a localisation
+  hit when the predicted box's centre lies inside the truth's box.
 """
 
 from __future__ import annotations
@@ -38,3 +41,30 @@ def tumors_found(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
         return 0, 0
     hit = np.unique(labels[(pred > 0) & (labels > 0)])
     return len(hit), count - 1
+
+
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), half-open pixel bounds of the non-zero pixels, or None for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def box_agreement(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """(box Dice, box IoU, localisation hit) of the masks' bounding boxes.
+
+    Both empty: Dice and IoU 1 (as for pixels); exactly one empty: 0. The hit is 1 or 0 on slices
+    with a tumor (a missed tumor is 0) and NaN on tumor-free slices.
+    """
+    p, t = bounding_box(pred), bounding_box(truth)
+    if p is None or t is None:
+        agree = float(p is None and t is None)
+        return agree, agree, (float("nan") if t is None else 0.0)
+    area_p, area_t = (p[2] - p[0]) * (p[3] - p[1]), (t[2] - t[0]) * (t[3] - t[1])
+    inter = max(0, min(p[2], t[2]) - max(p[0], t[0])) * max(0, min(p[3], t[3]) - max(p[1], t[1]))
+    dice = 2 * inter / (area_p + area_t)
+    iou = inter / (area_p + area_t - inter)
+    cx, cy = (p[0] + p[2]) / 2, (p[1] + p[3]) / 2
+    hit = float(t[0] <= cx <= t[2] and t[1] <= cy <= t[3])
+    return dice, iou, hit

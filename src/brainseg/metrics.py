@@ -65,13 +65,3 @@ def summarize(table: pd.DataFrame) -> dict[str, float]:
         "images": int(len(table)),
         "tumor_free_images": int(tumor_free.sum()),
     }
-
-
-def threshold_sweep(probs: np.ndarray, truth: np.ndarray, thresholds: np.ndarray) -> pd.DataFrame:
-    """Metrics at each probability threshold: the data behind PR and Dice-vs-threshold curves."""
-    rows = []
-    for t in thresholds:
-        s = summarize(per_image_table(probs >= t, truth))
-        rows.append({"threshold": round(float(t), 4), "precision": s["precision_global"],
-                     "recall": s["recall_global"], "dice_mean": s["dice_mean"], "dice_global": s["dice_global"]})
-    return pd.DataFrame(rows)
