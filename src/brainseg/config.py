@@ -156,14 +156,19 @@ class Params:
     export: ExportConfig = field(default_factory=ExportConfig)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    path = Path(path)
+def read_yaml(path: Path, if_missing: str) -> Any:
+    """The parsed file; a missing file or bad YAML raises ConfigError naming `path`."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; run from the repository root") from None
+        raise ConfigError(f"{path}: {if_missing}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    raw = read_yaml(path, "file not found; run from the repository root")
     try:
         params = parse_params(raw or {})
     except ConfigError as err:

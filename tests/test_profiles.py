@@ -1,0 +1,126 @@
+"""Parameter profiles: validated against the config loader, passed to `dvc exp run` exactly."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc.utils.hydra import apply_overrides
+
+from brainseg.config import ConfigError, parse_params
+from brainseg.profiles import append_record, changes_for, hydra_value, main, merge, overrides, read_profile
+from tiny_repo import copy_repo, run
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = sorted((ROOT / "configs").glob("*.yaml"))
+BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def dvc_applied(base: dict, sets: list[str], tmp_path: Path) -> dict:
+    """params.yaml as `dvc exp run -S ...` would leave it: DVC's own override code."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    apply_overrides(path, sets)
+    return yaml.safe_load(path.read_text())
+
+
+def test_profiles_are_shipped():
+    assert {p.stem for p in PROFILES} >= {"kaggle-cpu", "kaggle-gpu"}
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)
+def test_each_profile_gives_valid_params_through_dvc(profile, tmp_path):
+    changes = read_profile(profile)
+    expected = merge(BASE, changes)
+    parse_params(expected)
+    assert expected != BASE
+    assert dvc_applied(BASE, overrides(BASE, changes), tmp_path) == expected
+
+
+def test_local_switches_source_and_survives_dvc_parsing(tmp_path):
+    archive = tmp_path / "my data's copy (v2).zip"
+    archive.write_bytes(b"")
+    changes = changes_for(read_profile(ROOT / "configs" / "kaggle-cpu.yaml"), str(archive))
+    applied = dvc_applied(BASE, overrides(BASE, changes), tmp_path)
+    assert applied["data"]["source"] == "local"
+    assert applied["data"]["local_path"] == str(archive)
+    assert applied == merge(BASE, changes)
+
+
+@pytest.mark.parametrize("value", [
+    "1e-4", "true", "null", "42", "a b", "it's", "back\\slash", "ends\\", "mid\\'q", "C:\\data\\x.zip",
+    "../rel/path.zip", "/abs/x-y_z.zip", "adamw", "", 0.0001, 3, False, None, [0, 4, 8], ["a", "b c"]])
+def test_values_keep_their_type_through_dvc(value, tmp_path):
+    base = {"k": "placeholder"}
+    assert dvc_applied(base, [f"k={hydra_value(value)}"], tmp_path) == {"k": value}
+
+
+def test_keys_missing_from_params_yaml_are_added(tmp_path):
+    base = {"train": {"lr": 0.001}}
+    sets = overrides(base, {"train": {"lr": 0.01, "grad_clip": 1.0}})
+    assert sets == ["train.lr=0.01", "+train.grad_clip=1.0"]
+    assert dvc_applied(base, sets, tmp_path) == {"train": {"lr": 0.01, "grad_clip": 1.0}}
+
+
+def test_bad_profile_is_refused_before_dvc_runs(tmp_path, capsys, monkeypatch):
+    profile = tmp_path / "typo.yaml"
+    profile.write_text("train:\n  epoch: 3\n")
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match=r"typo\.yaml: unknown key train\.epoch"):
+        main([str(profile), "--dry-run"])
+    profile.write_text("preprocess:\n  image_size: 100\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: preprocess\.image_size must be a multiple of 32"):
+        main([str(profile), "--dry-run"])
+    with pytest.raises(ConfigError, match=r"nope\.yaml: profile not found"):
+        main([str(tmp_path / "nope.yaml")])
+    with pytest.raises(ConfigError, match=r"missing\.zip: no such file"):
+        main([str(ROOT / "configs" / "kaggle-cpu.yaml"), "--local", str(tmp_path / "missing.zip")])
+    assert capsys.readouterr().out == ""
+
+
+def test_dry_run_prints_the_dvc_command(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    main(["configs/kaggle-cpu.yaml", "--dry-run", "-n", "mine", "-S", "seed=7", "--", "--queue"])
+    assert capsys.readouterr().out.split() == [
+        "dvc", "exp", "run", "-n", "mine", "-S", "data.source=kaggle", "-S", "preprocess.image_size=128",
+        "-S", "train.epochs=30", "-S", "train.patience=10", "-S", "seed=7", "--queue"]
+
+
+def test_records_replace_a_run_of_the_same_name(tmp_path):
+    path = tmp_path / "runs.json"
+    append_record(path, {"run": "a", "x": 1})
+    append_record(path, {"run": "b", "x": 2})
+    append_record(path, {"run": "a", "x": 3})
+    assert json.loads(path.read_text()) == [{"run": "b", "x": 2}, {"run": "a", "x": 3}]
+    path.write_text("{}")
+    with pytest.raises(ConfigError, match="runs.json: expected a JSON list"):
+        append_record(path, {"run": "c"})
+
+
+@pytest.mark.slow
+def test_profile_runs_as_an_experiment_and_is_recorded(pipeline_repo, tmp_path):
+    repo = copy_repo(pipeline_repo, tmp_path / "repo")
+    (repo / "configs").mkdir()
+    # Only evaluate and export depend on these keys, so the experiment reruns in seconds.
+    (repo / "configs" / "strict.yaml").write_text("evaluate:\n  tune_on_val: false\n  threshold: 0.7\n")
+    record = tmp_path / "runs.json"
+    result = run(["brainseg-exp", "configs/strict.yaml", "--record", str(record)], repo)
+    assert "dvc exp run -n strict -S evaluate.tune_on_val=false -S evaluate.threshold=0.7" in result.stdout
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["evaluate"]["threshold"] == 0.7 and params["evaluate"]["tune_on_val"] is False
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    names = [e.get("name") for rev in shown for e in (rev.get("experiments") or [])]
+    assert "strict" in names
+
+    [entry] = json.loads(record.read_text())
+    test_metrics = json.loads((repo / "metrics" / "test.json").read_text())
+    assert entry["run"] == "strict" and entry["test"] == test_metrics and test_metrics["threshold"] == 0.7
+    assert entry["params"] == params
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert entry["code_commit"] == head and entry["uncommitted_changes"] is False
+    assert entry["command"] == f"brainseg-exp configs/strict.yaml --record {record}"
+    assert entry["wall_time_s"] > 0 and entry["hardware"]["cpu_cores"] >= 1
+    shutil.rmtree(repo)
