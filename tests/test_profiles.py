@@ -10,7 +10,8 @@ import yaml
 from dvc.utils.hydra import apply_overrides
 
 from brainseg.config import ConfigError, parse_params
-from brainseg.profiles import append_record, changes_for, hydra_value, main, merge, overrides, read_profile
+from brainseg.profiles import (SUMMARY_COLUMNS, append_record, changes_for, hydra_value, main, merge, overrides,
+                               read_profile, summary_table)
 from tiny_repo import copy_repo, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,3 +125,23 @@ def test_profile_runs_as_an_experiment_and_is_recorded(pipeline_repo, tmp_path):
     assert entry["command"] == f"brainseg-exp configs/strict.yaml --record {record}"
     assert entry["wall_time_s"] > 0 and entry["hardware"]["cpu_cores"] >= 1
     shutil.rmtree(repo)
+
+
+def _record(name: str, seed: int, dice: float, epochs: int = 30) -> dict:
+    params = merge(BASE, {"seed": seed, "train": {"epochs": epochs}})
+    test = {key: 0.5 for key, _ in SUMMARY_COLUMNS.values()} | {"dice_mean": dice, "hd95_px_median": None}
+    return {"run": name, "params": params, "train": {"best_epoch": 7}, "wall_time_s": 125.0,
+            "hardware": {"gpus": [], "cpu_cores": 2}, "test": test}
+
+
+def test_summary_rows_and_seed_spread():
+    runs = [_record("a", 42, 0.70), _record("b", 1, 0.80), _record("c", 2, 0.75), _record("longer", 42, 0.9, epochs=40)]
+    lines = summary_table(runs).splitlines()
+    assert len(lines) == 2 + 4 + 1  # header, rule, one row per run, one spread row (a, b, c differ only in seed)
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:7] == ["`a`", "42", "128", "7 of 30", "2 CPU cores", "2 min", "0.700"]
+    assert cells[-1] == "—"
+    spread = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert spread[0] == "mean ± SD of `a`, `b`, `c`"
+    assert spread[6] == "0.750 ± 0.050"  # sample SD of 0.70, 0.80, 0.75
+

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from brainseg.cli import run
@@ -148,19 +149,63 @@ def append_record(path: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(runs, indent=2) + "\n")
 
 
+SUMMARY_COLUMNS = {  # header -> (key in metrics/test.json, format); all at the original image size
+    "per-image Dice": ("dice_mean", ".3f"), "global Dice": ("dice_global", ".3f"), "box Dice": ("box_dice_mean", ".3f"),
+    "localisation hits": ("localisation_hit_rate", ".3f"), "tumors found": ("tumor_sensitivity", ".3f"),
+    "HD95 median (px)": ("hd95_px_median", ".1f"),
+}
+
+
+def _hardware_text(hardware: dict) -> str:
+    return ", ".join(hardware["gpus"]) or f"{hardware['cpu_cores']} CPU cores"
+
+
+def summary_table(runs: list[dict]) -> str:
+    """Markdown: one row per recorded run, then mean ± sample SD over runs that differ only in seed."""
+    header = ["run", "seed", "image size", "best epoch", "hardware", "wall time", *SUMMARY_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in runs:
+        cells = [f"`{r['run']}`", str(r["params"]["seed"]), str(r["params"]["preprocess"]["image_size"]),
+                 f"{r['train']['best_epoch']} of {r['params']['train']['epochs']}", _hardware_text(r["hardware"]),
+                 f"{r['wall_time_s'] / 60:.0f} min"]
+        cells += [format(r["test"][key], fmt) if r["test"][key] is not None else "—"
+                  for key, fmt in SUMMARY_COLUMNS.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(json.dumps({k: v for k, v in r["params"].items() if k != "seed"}, sort_keys=True), []).append(r)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        names = ", ".join(f"`{r['run']}`" for r in group)
+        cells = [f"mean ± SD of {names}", "", "", "", "", ""]
+        for key, fmt in SUMMARY_COLUMNS.values():
+            values = np.array([r["test"][key] for r in group], dtype=float)
+            cells.append(f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="brainseg-exp", description=__doc__.split("\n\n")[0],
         epilog="Arguments after `--` go to `dvc exp run` unchanged (e.g. -- --queue).")
-    parser.add_argument("profile", type=Path, help="a YAML file of params.yaml keys to change, e.g. configs/kaggle-cpu.yaml")
+    parser.add_argument("profile", type=Path, nargs="?",
+                        help="a YAML file of params.yaml keys to change, e.g. configs/kaggle-cpu.yaml")
     parser.add_argument("--local", metavar="PATH", help="use the local source: the Kaggle zip or its extracted folder")
     parser.add_argument("-n", "--name", help="experiment name (default: the profile's file name)")
     parser.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="one more override, after the profile's (repeatable)")
     parser.add_argument("--record", type=Path, metavar="FILE", help="append the run's record to this JSON file")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the dvc command only")
+    parser.add_argument("--summarize", type=Path, metavar="FILE", help="print a Markdown table of the runs in FILE")
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
+    if args.summarize:
+        print(summary_table(_read_json(args.summarize) or []), end="")
+        return
+    if args.profile is None:
+        parser.error("give a profile (e.g. configs/kaggle-cpu.yaml) or --summarize FILE")
 
     base = read_yaml(Path("params.yaml"), "file not found; run from the repository root")
     changes = changes_for(read_profile(args.profile), args.local)
