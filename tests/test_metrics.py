@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from brainseg.metrics import dice_scores, iou_scores, per_image_table, summarize
+from brainseg.metrics import bootstrap_ci, dice_scores, iou_scores, per_image_table, summarize
 
 
 def masks(*arrays):
@@ -45,3 +45,22 @@ def test_all_empty_split_is_perfect_for_empty_prediction():
     s = summarize(per_image_table(truth, truth))
     assert s["dice_mean"] == 1.0 and s["tumor_free_fpr"] == 0.0
     assert s["recall_global"] == 0.0  # nothing to recall: reported as 0, not NaN
+
+
+def test_bootstrap_interval_matches_the_normal_approximation():
+    scores = np.random.default_rng(3).beta(4, 1.5, size=400)  # skewed, like per-image Dice
+    low, high = bootstrap_ci(scores, seed=0)
+    half_width = 1.96 * scores.std(ddof=1) / np.sqrt(len(scores))
+    assert low < scores.mean() < high
+    assert abs((high - low) / 2 - half_width) < 0.1 * half_width
+    assert abs((low + high) / 2 - scores.mean()) < 0.2 * half_width
+
+
+def test_bootstrap_interval_is_seeded_and_narrows_with_more_images():
+    scores = np.random.default_rng(4).uniform(size=1000)
+    assert bootstrap_ci(scores, seed=5) == bootstrap_ci(scores, seed=5)
+    assert bootstrap_ci(scores, seed=5) != bootstrap_ci(scores, seed=6)
+    wide, narrow = bootstrap_ci(scores[:100], seed=5), bootstrap_ci(scores, seed=5)
+    assert narrow[1] - narrow[0] < 0.5 * (wide[1] - wide[0])
+    assert np.allclose(bootstrap_ci([0.7, 0.7, 0.7], seed=0), 0.7)
+    assert all(np.isnan(bootstrap_ci([], seed=0)))

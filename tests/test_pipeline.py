@@ -36,6 +36,7 @@ def test_metrics_are_probabilities(repo):
                 "tumor_free_fpr"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert 0.0 <= metrics["baselines"]["intensity_threshold"]["dice_mean"] <= 1.0
+    assert 0.0 <= metrics["dice_mean_ci95_low"] <= metrics["dice_mean"] <= metrics["dice_mean_ci95_high"] <= 1.0
     spec = json.loads((repo / "models/model.json").read_text())
     assert spec["input"]["shape"] == ["batch", 1, 64, 64]
     assert spec["check"]["max_abs_diff_onnx"] <= spec["check"]["tolerance"]

@@ -15,7 +15,7 @@ from brainseg.data.archive import atomic_write_text
 from brainseg.data.cache import original_masks
 from brainseg.data.dataset import ProcessedData
 from brainseg.lesions import box_agreement, hausdorff95, tumors_found
-from brainseg.metrics import confusion_counts, dice_scores, iou_scores, per_image_table, summarize
+from brainseg.metrics import bootstrap_ci, confusion_counts, dice_scores, iou_scores, per_image_table, summarize
 from brainseg.model import build_model, load_checkpoint
 from brainseg.plots import curves_figure, overlay_grid
 from brainseg.postprocess import binarize
@@ -177,8 +177,11 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
         "intensity_threshold": intensity_pred.astype(np.float32),
         "untrained": predict_probs(untrained, test_images, device),
     }
+    ci_low, ci_high = bootstrap_ci(table["dice"], seed=params.seed)
     metrics = {
         **_rounded(summarize_original_size(table)),
+        "dice_mean_ci95_low": round(ci_low, 6),  # test-set sampling only: seeds vary more (results/kaggle.md)
+        "dice_mean_ci95_high": round(ci_high, 6),
         **_rounded(chosen),
         "training_size": _rounded(summarize(per_image_table(preds, test_masks))),
         "best_epoch": ckpt["epoch"],

@@ -60,14 +60,20 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return _AMP_DTYPES[mode]
 
 
+def _model_batches(images: np.ndarray, device: torch.device, batch_size: int):
+    """(rows, model input on `device`) for consecutive batches of uint8 slices N x H x W."""
+    for start in range(0, len(images), batch_size):
+        rows = slice(start, start + batch_size)
+        yield rows, to_model_input(torch.from_numpy(np.asarray(images[rows]))[:, None].to(device))
+
+
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
     """Tumor probabilities (float32, N x H x W) for uint8 images N x H x W."""
     model.eval()
     out = np.empty(images.shape, dtype=np.float32)
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.asarray(images[start:start + batch_size], dtype=np.float32) / 255.0)
-        out[start:start + len(batch)] = torch.sigmoid(model(batch[:, None].to(device)))[:, 0].cpu().numpy()
+    for rows, x in _model_batches(images, device, batch_size):
+        out[rows] = torch.sigmoid(model(x))[:, 0].cpu().numpy()
     return out
 
 
@@ -77,9 +83,8 @@ def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, dev
     """(sum of per-slice losses, sum of per-image Dice at threshold 0.5, slices): summable across processes."""
     model.eval()
     loss_sum, dice_sum = 0.0, 0.0
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.asarray(images[start:start + batch_size], dtype=np.float32) / 255.0)[:, None].to(device)
-        y = torch.from_numpy(np.asarray(masks[start:start + batch_size], dtype=np.float32))[:, None].to(device)
+    for rows, x in _model_batches(images, device, batch_size):
+        y = torch.from_numpy(np.asarray(masks[rows], dtype=np.float32))[:, None].to(device)
         logits = model(x)
         loss_sum += criterion(logits, y).item() * len(x)
         pred, truth = (logits > 0).flatten(1), y.bool().flatten(1)
