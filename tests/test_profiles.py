@@ -145,3 +145,11 @@ def test_summary_rows_and_seed_spread():
     assert spread[0] == "mean ± SD of `a`, `b`, `c`"
     assert spread[6] == "0.750 ± 0.050"  # sample SD of 0.70, 0.80, 0.75
 
+
+
+def test_committed_results_page_shows_the_committed_records(capsys):
+    records = ROOT / "results" / "kaggle.json"
+    main(["--summarize", str(records)])
+    table = capsys.readouterr().out
+    assert table.count("\n") >= 3
+    assert table in (ROOT / "results" / "kaggle.md").read_text()
