@@ -89,6 +89,13 @@ def test_dry_run_prints_the_dvc_command(capsys, monkeypatch):
         "-S", "train.epochs=30", "-S", "train.patience=10", "-S", "seed=7", "--queue"]
 
 
+def test_options_go_to_dvc_only_after_the_separator(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit):
+        main(["configs/kaggle-cpu.yaml", "--dry-run", "--recrod", "x.json"])
+    assert "unrecognized arguments: --recrod" in capsys.readouterr().err
+
+
 def test_records_replace_a_run_of_the_same_name(tmp_path):
     path = tmp_path / "runs.json"
     append_record(path, {"run": "a", "x": 1})

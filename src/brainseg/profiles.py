@@ -199,8 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", type=Path, metavar="FILE", help="append the run's record to this JSON file")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the dvc command only")
     parser.add_argument("--summarize", type=Path, metavar="FILE", help="print a Markdown table of the runs in FILE")
-    args, extra = parser.parse_known_args(argv)
-    extra = [a for a in extra if a != "--"]
+    argv = sys.argv[1:] if argv is None else argv
+    # Only what follows `--` goes to dvc, so a mistyped option fails here instead of reaching it.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, extra = parser.parse_args(argv[:split]), argv[split + 1:]
     if args.summarize:
         print(summary_table(_read_json(args.summarize) or []), end="")
         return
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     if result.returncode != 0:
         sys.exit(result.returncode)
     if args.record:
-        record = run_record(name, args.profile, ["brainseg-exp", *(argv if argv is not None else sys.argv[1:])],
+        record = run_record(name, args.profile, ["brainseg-exp", *argv],
                             command, time.perf_counter() - start, commit, dirty)
         append_record(args.record, record)
         test = record["test"] or {}
