@@ -14,6 +14,8 @@ import pytest
 import torch
 import yaml
 
+from brainseg.profiles import merge
+
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 6
 TINY = {
@@ -25,12 +27,6 @@ STATE = Path("models/checkpoints/last.pt")
 TINY_AUGMENT = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["augment"]
 
 
-def _merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = _merge(base[key], value) if isinstance(value, dict) else value
-    return base
-
-
 def _stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=cwd, capture_output=True,
                           text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -40,7 +36,7 @@ def _stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
 def prepared(tmp_path_factory) -> Path:
     """params.yaml and data/ for a tiny run, produced by the real download/preprocess/split stages."""
     base = tmp_path_factory.mktemp("train-base")
-    params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     (base / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (base / "weights").mkdir()
     for stage in ("download", "preprocess", "split"):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from brainseg.profiles import merge
+
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "pyproject.toml", ".dvcignore", ".gitignore", "weights", ".ci"]
 TINY = {
@@ -18,12 +20,6 @@ TINY = {
 }
 ENV = {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
        "GIT_COMMITTER_EMAIL": "t@t"}
-
-
-def merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = merge(base[key], value) if isinstance(value, dict) else value
-    return base
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -178,7 +178,7 @@ def summary_table(runs: list[dict]) -> str:
         if len(group) < 2:
             continue
         names = ", ".join(f"`{r['run']}`" for r in group)
-        cells = [f"mean ± SD of {names}", "", "", "", "", ""]
+        cells = [f"mean ± SD of {names}"] + [""] * (len(header) - len(SUMMARY_COLUMNS) - 1)
         for key, fmt in SUMMARY_COLUMNS.values():
             values = np.array([r["test"][key] for r in group], dtype=float)
             cells.append(f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}")
