@@ -4,7 +4,7 @@ from pathlib import Path
 
 from brainseg.cli import run
 from brainseg.config import load_params
-from brainseg.data.cache import read_index
+from brainseg.data.index import read_index
 from brainseg.data.split import predefined_split, random_group_split, write_split
 
 

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from brainseg.data.cache import BadImageError, load_sample, preprocess, read_index
+from brainseg.data.cache import BadImageError, load_sample, preprocess
+from brainseg.data.index import read_index
 from brainseg.imaging import to_uint8
 from brainseg.data.layout import LayoutError, detect_layout, read_layout
 from brainseg.data.masks import decode_rle, rle_counts

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
@@ -39,6 +41,35 @@ class SegmentationNet(nn.Module):
         mean = x.mean(dim=(2, 3), keepdim=True)
         std = (x - mean).square().mean(dim=(2, 3), keepdim=True).sqrt().clamp_min(1e-3)
         return self.net((x - mean) / std)
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 1 x H x W -> float intensities in [0, 1], the model's input."""
+    return images.float().div_(255.0)
+
+
+def model_batches(images: np.ndarray, device: torch.device, batch_size: int):
+    """(rows, model input on `device`) for consecutive batches of uint8 slices N x H x W."""
+    for start in range(0, len(images), batch_size):
+        rows = slice(start, start + batch_size)
+        yield rows, to_model_input(torch.from_numpy(np.asarray(images[rows]))[:, None].to(device))
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
+    """Tumor probabilities (float32, N x H x W) for uint8 images N x H x W."""
+    model.eval()
+    out = np.empty(images.shape, dtype=np.float32)
+    for rows, x in model_batches(images, device, batch_size):
+        out[rows] = torch.sigmoid(model(x))[:, 0].cpu().numpy()
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch: called before building the model, so the seed fixes its initial weights."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

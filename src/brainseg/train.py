@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import random
 import time
 from pathlib import Path
 
@@ -22,20 +21,14 @@ import brainseg.model
 import brainseg.optim
 from brainseg import distributed, training_state
 from brainseg.config import Params, TrainConfig
-from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation, to_model_input
+from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
 from brainseg.losses import SegmentationLoss
 from brainseg.metrics import dice_scores
-from brainseg.model import build_model, save_checkpoint
+from brainseg.model import build_model, model_batches, save_checkpoint, seed_everything, to_model_input
 from brainseg.optim import LRSchedule, build_optimizer
 
 STATE_FILE = "last.pt"
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
@@ -60,30 +53,13 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return _AMP_DTYPES[mode]
 
 
-def _model_batches(images: np.ndarray, device: torch.device, batch_size: int):
-    """(rows, model input on `device`) for consecutive batches of uint8 slices N x H x W."""
-    for start in range(0, len(images), batch_size):
-        rows = slice(start, start + batch_size)
-        yield rows, to_model_input(torch.from_numpy(np.asarray(images[rows]))[:, None].to(device))
-
-
-@torch.no_grad()
-def predict_probs(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
-    """Tumor probabilities (float32, N x H x W) for uint8 images N x H x W."""
-    model.eval()
-    out = np.empty(images.shape, dtype=np.float32)
-    for rows, x in _model_batches(images, device, batch_size):
-        out[rows] = torch.sigmoid(model(x))[:, 0].cpu().numpy()
-    return out
-
-
 @torch.no_grad()
 def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, device: torch.device,
                     batch_size: int = 32) -> tuple[float, float, int]:
     """(sum of per-slice losses, sum of per-image Dice at threshold 0.5, slices): summable across processes."""
     model.eval()
     loss_sum, dice_sum = 0.0, 0.0
-    for rows, x in _model_batches(images, device, batch_size):
+    for rows, x in model_batches(images, device, batch_size):
         y = torch.from_numpy(np.asarray(masks[rows], dtype=np.float32))[:, None].to(device)
         logits = model(x)
         loss_sum += criterion(logits, y).item() * len(x)

@@ -20,21 +20,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from brainseg.data.archive import atomic_write_bytes, staging_dir
+from brainseg.data.index import INDEX_COLUMNS
 from brainseg.data.layout import LayoutStats, Sample, read_layout
 from brainseg.data.masks import decode_rle, rasterize_polygons
 from brainseg.errors import BrainsegError
 from brainseg.imaging import read_grayscale
 
-INDEX_COLUMNS = ["file", "split", "group", "height", "width", "tumor_pixels"]
-
-
 class BadImageError(BrainsegError, ValueError):
     """Image files that are missing or could not be decoded; the message lists every one."""
-
-
-def read_index(processed_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(processed_dir / "index.csv", dtype={"file": str, "split": str, "group": str},
-                       keep_default_na=False)
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

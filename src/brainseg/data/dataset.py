@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from brainseg.config import AugmentConfig
-from brainseg.data.cache import read_index
-from brainseg.data.split import read_split, sample_keys
+from brainseg.data.index import read_index, sample_keys
+from brainseg.data.split import read_split
 
 
 class ProcessedData:
@@ -82,7 +82,3 @@ class SliceDataset(Dataset):
         # np.array copies: memory-mapped rows are read-only, and torch tensors must own writable memory.
         return torch.from_numpy(np.array(image))[None], torch.from_numpy(np.array(mask))[None]
 
-
-def to_model_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 N x 1 x H x W -> float intensities in [0, 1], the model's input."""
-    return images.float().div_(255.0)

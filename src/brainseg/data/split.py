@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from brainseg.data.archive import staging_dir
+from brainseg.data.index import sample_keys
 from brainseg.errors import BrainsegError
 
 SUBSETS = ("train", "val", "test")
@@ -16,11 +17,6 @@ _PREDEFINED = {"train": "train", "valid": "val", "test": "test"}
 
 class SplitError(BrainsegError, ValueError):
     pass
-
-
-def sample_keys(index: pd.DataFrame) -> pd.Series:
-    """Unique, human-readable row keys: `<original split>/<file>`."""
-    return index["split"] + "/" + index["file"]
 
 
 def predefined_split(index: pd.DataFrame) -> dict[str, list[str]]:

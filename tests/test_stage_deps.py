@@ -1,0 +1,107 @@
+"""Every stage in dvc.yaml depends on every project module its script imports, directly or not.
+
+Otherwise `dvc repro` skips a stage whose code changed and its outputs go stale while `dvc status`
+says all is well (e.g. evaluate used to import train.py and model.py without depending on them).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+from pathlib import Path
+
+import yaml
+
+from tiny_repo import ROOT
+
+PACKAGE_ROOT = ROOT / "src"
+
+# Modules that cannot change what a stage writes, so need not rerun it when edited.
+NOT_OUTPUT_BEARING = {
+    "src/brainseg/__init__.py",       # empty package markers
+    "src/brainseg/data/__init__.py",
+    "src/brainseg/cli.py",            # turns a BrainsegError into a message and exit code 2
+    "src/brainseg/errors.py",         # the BrainsegError class itself
+}
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of project module `name` (a package's __init__.py), or None outside the project."""
+    path = PACKAGE_ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(source: Path) -> set[str]:
+    """Dotted names of every module `source` imports, at any depth of its code (functions included)."""
+    names = set()
+    for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))  # parents run too
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # submodules imported by name
+    return names
+
+
+def project_imports(script: Path) -> set[str]:
+    """Repository-relative paths of the project modules `script` imports, transitively."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        for name in _imported_modules(todo.pop()):
+            path = _module_file(name)
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo.append(path)
+    return {p.relative_to(ROOT).as_posix() for p in seen}
+
+
+def missing_deps(dvc_yaml: dict) -> dict[str, list[str]]:
+    """Stage -> project modules its command's script imports that its deps do not cover."""
+    missing = {}
+    for name, stage in dvc_yaml["stages"].items():
+        script = stage["cmd"].split()[1]  # "python stages/x.py"
+        deps = [d.rstrip("/") for d in stage.get("deps", [])]
+        covered = lambda path: any(path == d or path.startswith(d + "/") for d in deps)  # noqa: E731
+        lacking = sorted(p for p in project_imports(ROOT / script) - NOT_OUTPUT_BEARING if not covered(p))
+        if not covered(script):
+            lacking.insert(0, script)
+        if lacking:
+            missing[name] = lacking
+    return missing
+
+
+def _dvc_yaml() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def test_every_stage_depends_on_the_modules_its_script_imports():
+    assert missing_deps(_dvc_yaml()) == {}
+
+
+def test_the_import_graph_is_transitive_and_sees_imports_inside_functions():
+    evaluate = project_imports(ROOT / "stages/evaluate.py")
+    # stages/evaluate.py -> evaluate.py -> data/cache.py -> imaging.py: two modules away from the script.
+    assert {"src/brainseg/evaluate.py", "src/brainseg/data/cache.py", "src/brainseg/imaging.py"} <= evaluate
+    assert "src/brainseg/train.py" not in evaluate  # the stage must not need the training loop
+    # profiles.py imports torch only inside a function; the walk must still reach the imports there.
+    assert "src/brainseg/data/archive.py" in project_imports(ROOT / "src/brainseg/profiles.py")
+
+
+def test_a_module_missing_from_a_stage_is_named():
+    config = _dvc_yaml()
+    broken = copy.deepcopy(config)
+    broken["stages"]["evaluate"]["deps"].remove("src/brainseg/model.py")
+    broken["stages"]["train"]["deps"].remove("stages/train.py")
+    assert missing_deps(broken) == {"evaluate": ["src/brainseg/model.py"], "train": ["stages/train.py"]}
+    # A folder dep covers the modules below it.
+    folder = copy.deepcopy(config)
+    deps = folder["stages"]["preprocess"]["deps"]
+    deps[:] = [d for d in deps if not d.startswith("src/brainseg/data/")] + ["src/brainseg/data"]
+    assert "preprocess" not in missing_deps(folder)
