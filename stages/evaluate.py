@@ -1,4 +1,5 @@
-"""Stage evaluate: test metrics in metrics/test.json, curves and overlays in plots/."""
+"""Stage evaluate: test metrics in metrics/test.json (details and baselines in metrics/test_details.json),
+curves and overlays in plots/."""
 
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from brainseg.evaluate import evaluate
 
 def main() -> None:
     evaluate(load_params(), Path("data/raw"), Path("data/processed"), Path("data/splits"), Path("models/model.pt"),
-             Path("metrics/train"), Path("metrics/test.json"), Path("plots"))
+             Path("metrics/train"), Path("metrics/test.json"), Path("metrics/test_details.json"), Path("plots"))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def test_every_declared_output_exists(repo):
     for path in ["data/download.json", "data/processed/images.npy", "data/processed/masks.npy",
                  "data/processed/index.csv", "data/splits/train.txt", "data/splits/val.txt", "data/splits/test.txt",
                  "models/model.pt", "models/model.onnx", "models/model.ts", "models/model.json",
-                 "metrics/data.json", "metrics/train/metrics.json", "metrics/test.json",
+                 "metrics/data.json", "metrics/train/metrics.json", "metrics/test.json", "metrics/test_details.json",
                  "plots/thresholds.csv", "plots/per_image.csv", "plots/curves.png", "plots/overlays.png"]:
         assert (repo / path).is_file(), path
     assert (repo / "metrics/train/plots/metrics/val/dice.tsv").is_file()
@@ -35,7 +35,11 @@ def test_metrics_are_probabilities(repo):
     for key in ("dice_mean", "iou_mean", "precision_global", "recall_global", "dice_global", "iou_global",
                 "tumor_free_fpr"):
         assert 0.0 <= metrics[key] <= 1.0, key
-    assert 0.0 <= metrics["baselines"]["intensity_threshold"]["dice_mean"] <= 1.0
+    details = json.loads((repo / "metrics/test_details.json").read_text())
+    assert 0.0 <= details["baselines"]["intensity_threshold"]["dice_mean"] <= 1.0
+    assert set(details["test_set"]) == {"images", "tumor_free_images", "tumors"}
+    assert details["test_set"]["images"] == 8
+    assert "baselines" not in metrics and "images" not in metrics  # exp show lists only the compared figures
     assert 0.0 <= metrics["dice_mean_ci95_low"] <= metrics["dice_mean"] <= metrics["dice_mean_ci95_high"] <= 1.0
     spec = json.loads((repo / "models/model.json").read_text())
     assert spec["input"]["shape"] == ["batch", 1, 64, 64]

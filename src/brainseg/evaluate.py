@@ -16,13 +16,14 @@ from brainseg.data.cache import original_masks
 from brainseg.data.dataset import ProcessedData
 from brainseg.lesions import box_agreement, hausdorff95, tumors_found
 from brainseg.metrics import bootstrap_ci, confusion_counts, dice_scores, iou_scores, per_image_table, summarize
-from brainseg.model import build_model, load_checkpoint
+from brainseg.model import build_model, load_checkpoint, predict_probs, seed_everything
 from brainseg.plots import curves_figure, overlay_grid
 from brainseg.postprocess import binarize
-from brainseg.train import predict_probs, seed_everything
 
 SWEEP = np.round(np.arange(0.05, 0.96, 0.05), 2)
 INTENSITY_SWEEP = np.round(np.arange(0.0, 4.01, 0.1), 2)
+# Facts of the test set, not of the model: kept out of metrics/test.json so experiments compare on scores.
+TEST_SET_COUNTS = ("images", "tumor_free_images", "tumors")
 
 
 def standardize(images: np.ndarray) -> np.ndarray:
@@ -143,13 +144,15 @@ def _overlay_panels(images, truths, preds, table: pd.DataFrame, files: list[str]
 
 
 def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path, model_path: Path, live_dir: Path,
-             metrics_path: Path, plots_dir: Path) -> dict:
+             metrics_path: Path, details_path: Path, plots_dir: Path) -> dict:
+    """Writes the figures a person compares across experiments to `metrics_path` and the reference
+    figures (test-set counts, training-size and untuned scores, baselines) to `details_path`."""
     cfg = params.evaluate
     data = ProcessedData(processed_dir, split_dir)
     test_images, test_masks = data.subset("test")
     device = torch.device("cpu")
 
-    model, ckpt = load_checkpoint(model_path)
+    model, _ = load_checkpoint(model_path)
     if cfg.tune_on_val:
         val_images, val_masks = data.subset("val")
         candidates = {False: predict_probs(model, val_images, device)}
@@ -178,19 +181,23 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
         "untrained": predict_probs(untrained, test_images, device),
     }
     ci_low, ci_high = bootstrap_ci(table["dice"], seed=params.seed)
+    scores = _rounded(summarize_original_size(table))
     metrics = {
-        **_rounded(summarize_original_size(table)),
+        **{k: v for k, v in scores.items() if k not in TEST_SET_COUNTS},
         "dice_mean_ci95_low": round(ci_low, 6),  # test-set sampling only: seeds vary more (results/kaggle.md)
         "dice_mean_ci95_high": round(ci_high, 6),
         **_rounded(chosen),
+    }
+    details = {
+        "test_set": {k: scores[k] for k in TEST_SET_COUNTS},
         "training_size": _rounded(summarize(per_image_table(preds, test_masks))),
-        "best_epoch": ckpt["epoch"],
         "untuned": _rounded(summarize_original_size(original_size_table(plain_probs, truths, 0.5, 0))),
         "baselines": {name: _rounded(summarize_original_size(original_size_table(p, truths, 0.5, 0)))
                       for name, p in baselines.items()},
     }
-    metrics["baselines"]["intensity_threshold"]["z_threshold"] = intensity_t
+    details["baselines"]["intensity_threshold"]["z_threshold"] = intensity_t
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(details_path, json.dumps(details, indent=2) + "\n")
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     sweep = original_size_sweep(probs, truths, SWEEP)
@@ -199,7 +206,7 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     curves_figure(_read_history(live_dir), sweep, threshold, plots_dir / "curves.png")
     overlay_grid(_overlay_panels(test_images, test_masks, preds, table, files, cfg.overlays_per_group),
                  plots_dir / "overlays.png")
-    b = metrics["baselines"]
+    b = details["baselines"]
     print(f"chosen on val: threshold {threshold:g}, tta {chosen['tta']}, min component {chosen['min_component_px']} px; "
           f"test dice {metrics['dice_mean']:.4f} (per-image mean), {metrics['dice_global']:.4f} (global); "
           f"baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, untrained "
