@@ -49,6 +49,8 @@ def test_scientific_notation_string_from_dvc_exp_run():
     ({"model": {"encoder_weights": "weights/../secret.pth"}}, "model.encoder_weights"),
     ({"evaluate": {"threshold": 1.5}}, "evaluate.threshold"),
     ({"export": {"opset": 11}}, "export.opset"),
+    ({"data": {"source": "kaggle", "kaggle_dataset": "owner/slug/latest"}}, "data.kaggle_dataset"),
+    ({"data": {"source": "kaggle", "kaggle_dataset": "no-slash"}}, "data.kaggle_dataset"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -59,6 +61,12 @@ def test_encoder_weights_hub_names_and_local_files():
     assert parse_params({"model": {"encoder_weights": "imagenet"}}).model.encoder_weights == "imagenet"
     assert parse_params({"model": {"encoder_weights": "weights/r18.safetensors"}}).model.encoder_weights \
         == "weights/r18.safetensors"
+
+
+def test_kaggle_dataset_may_name_a_version():
+    # The same forms the Kaggle source accepts: a pinned version makes a recorded run repeatable.
+    for name in ("owner/slug", "owner/slug/3"):
+        assert parse_params({"data": {"source": "kaggle", "kaggle_dataset": name}}).data.kaggle_dataset == name
 
 
 def test_committed_params_are_valid():

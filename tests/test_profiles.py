@@ -1,5 +1,6 @@
 """Parameter profiles: validated against the config loader, passed to `dvc exp run` exactly."""
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from dvc.utils.hydra import apply_overrides
 
 from brainseg.config import ConfigError, parse_params
 from brainseg.profiles import (SUMMARY_COLUMNS, append_record, changes_for, hydra_value, main, merge, overrides,
-                               read_profile, summary_table)
+                               portable_argv, read_profile, summary_table)
 from tiny_repo import copy_repo, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +123,12 @@ def test_profile_runs_as_an_experiment_and_is_recorded(pipeline_repo, tmp_path):
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     names = [e.get("name") for rev in shown for e in (rev.get("experiments") or [])]
     assert "strict" in names
+    # The short comparison the README documents: changed params and headline figures, not all of them.
+    header = run(["make", "-s", "exp-show"], repo).stdout.splitlines()[1]
+    for column in ("evaluate.threshold", "evaluate.tune_on_val", "dice_mean", "dice_global"):
+        assert column in header, column
+    for column in ("precision_mean", "recall_global", "dice_mean_ci95_low", "train.loss", "Created"):
+        assert column not in header, column
 
     [entry] = json.loads(record.read_text())
     test_metrics = json.loads((repo / "metrics" / "test.json").read_text())
@@ -129,9 +136,47 @@ def test_profile_runs_as_an_experiment_and_is_recorded(pipeline_repo, tmp_path):
     assert entry["params"] == params
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     assert entry["code_commit"] == head and entry["uncommitted_changes"] is False
-    assert entry["command"] == f"brainseg-exp configs/strict.yaml --record {record}"
-    assert entry["wall_time_s"] > 0 and entry["hardware"]["cpu_cores"] >= 1
+    assert entry["command"] == "brainseg-exp configs/strict.yaml --record runs.json"  # not this machine's path
+    assert entry["wall_time_s"] > 0 and entry["hardware"]["cpu_cores"] >= 1 and entry["hardware"]["cpu"]
+    assert entry["data_archive"] is None  # the phantom: no archive to name
     shutil.rmtree(repo)
+
+
+@pytest.mark.slow
+def test_a_temp_run_from_a_local_zip_is_recorded_without_local_paths(pipeline_repo, tmp_path):
+    repo = copy_repo(pipeline_repo, tmp_path / "repo")
+    (repo / "configs").mkdir()
+    (repo / "configs" / "strict.yaml").write_text("evaluate:\n  tune_on_val: false\n  threshold: 0.7\n")
+    archive = Path(shutil.make_archive(str(tmp_path / "private folder" / "phantom copy"), "zip", repo / "data/raw"))
+    workspace_metrics = (repo / "metrics/test.json").read_text()
+    record = tmp_path / "runs.json"
+    run(["brainseg-exp", "configs/strict.yaml", "--local", str(archive), "--record", str(record), "--", "--temp"],
+        repo)
+
+    # --temp leaves the workspace alone: the record must hold the experiment's results, not the workspace's.
+    assert (repo / "metrics/test.json").read_text() == workspace_metrics
+    [entry] = json.loads(record.read_text())
+    assert entry["test"]["threshold"] == 0.7 and json.loads(workspace_metrics)["threshold"] != 0.7
+    assert entry["params"]["data"] == {**entry["params"]["data"], "source": "local", "local_path": "phantom copy.zip"}
+    assert entry["data_archive"] == {"file": "phantom copy.zip",
+                                     "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    assert str(tmp_path) not in json.dumps(entry)  # neither the archive's folder nor the record's
+    assert entry["command"] == ("brainseg-exp configs/strict.yaml --local 'phantom copy.zip' --record runs.json "
+                                "-- --temp")
+    shutil.rmtree(repo)
+
+
+def test_recorded_commands_keep_repository_paths_only():
+    assert portable_argv(["cfg.yaml", "--local", "../data/x y.zip", "--record", "results/k.json", "-n", "a"]) == [
+        "cfg.yaml", "--local", "x y.zip", "--record", "results/k.json", "-n", "a"]
+    assert portable_argv(["--record", "/tmp/k.json"]) == ["--record", "k.json"]
+    assert portable_argv(["--record", "../k.json"]) == ["--record", "k.json"]
+
+
+def test_a_queued_run_is_not_recorded(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match="cannot record a queued run"):
+        main(["configs/kaggle-cpu.yaml", "--record", str(tmp_path / "r.json"), "--dry-run", "--", "--queue"])
 
 
 def _record(name: str, seed: int, dice: float, epochs: int = 30) -> dict:
@@ -160,3 +205,22 @@ def test_committed_results_page_shows_the_committed_records(capsys):
     table = capsys.readouterr().out
     assert table.count("\n") >= 3
     assert table in (ROOT / "results" / "kaggle.md").read_text()
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for inner in value.values():
+            yield from _strings(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _strings(inner)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_committed_records_carry_no_local_paths():
+    for path in (ROOT / "results").glob("*.json"):
+        for record in json.loads(path.read_text()):
+            for text in _strings(record):
+                for word in text.replace("=", " ").split():
+                    assert not word.startswith(("/", "~", "../")), f"{path.name}: {record['run']}: {text}"

@@ -251,7 +251,8 @@ def _check(p: Params) -> None:
     if p.data.source == "local":
         _require(bool(p.data.local_path), "data.local_path", "must name a zip or folder when data.source is local")
     if p.data.source == "kaggle":
-        _require(p.data.kaggle_dataset.count("/") == 1, "data.kaggle_dataset", "must look like owner/dataset")
+        _require(kaggle_dataset_parts(p.data.kaggle_dataset) is not None, "data.kaggle_dataset",
+                 f"must look like owner/dataset-slug[/version number]; got {p.data.kaggle_dataset!r}")
     _require(p.data.max_archive_mb > 0, "data.max_archive_mb", "must be positive")
     _require(p.data.download_retries >= 1, "data.download_retries", "must be at least 1")
     ph = p.data.phantom
@@ -317,6 +318,14 @@ def _check(p: Params) -> None:
     _require(p.evaluate.overlays_per_group >= 1, "evaluate.overlays_per_group", "must be at least 1")
     _require(p.export.opset >= 17, "export.opset", "must be at least 17")
     _require(p.export.tolerance > 0, "export.tolerance", "must be positive")
+
+
+def kaggle_dataset_parts(name: str) -> tuple[str, str, str | None] | None:
+    """'owner/slug' or 'owner/slug/3' -> (owner, slug, version or None); None when malformed."""
+    parts = name.split("/")
+    if len(parts) not in (2, 3) or not all(parts) or (len(parts) == 3 and not parts[2].isdigit()):
+        return None
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
 
 def is_local_weights(encoder_weights: str | None) -> bool:

@@ -10,6 +10,7 @@ appends the command, code commit, params, hardware, wall time and metrics of the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -90,11 +91,11 @@ def overrides(base: dict, changes: dict) -> list[str]:
     return [f"{'' if key in existing else '+'}{key}={hydra_value(value)}" for key, value in flatten(changes).items()]
 
 
-def changes_for(profile: dict, local: str | None) -> dict:
+def changes_for(profile: dict, local: str | None, must_exist: bool = True) -> dict:
     """The profile, switched to the `local` source at `local` when given."""
     if local is None:
         return profile
-    if not Path(local).expanduser().exists():
+    if must_exist and not Path(local).expanduser().exists():
         raise ConfigError(f"{local}: no such file or folder; --local takes the Kaggle zip or its extracted folder")
     return merge(profile, {"data": {"source": "local", "local_path": local}})
 
@@ -107,11 +108,21 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _cpu_model() -> str:
+    """The processor's model name: hosts of one machine type can differ here, and CPU training with them."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
 def _hardware() -> dict:
     import torch  # noqa: PLC0415 - only a recorded run needs it
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return {"cpu_cores": os.cpu_count(), "gpus": gpus, "platform": platform.platform(),
+    return {"cpu_cores": os.cpu_count(), "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads(), "gpus": gpus, "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__}
 
 
@@ -119,9 +130,32 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def experiment_ref(baseline: str, name: str) -> str:
+    """The git ref where `dvc exp run -n name` keeps its commit: also for --temp runs, which leave the
+    workspace as it was."""
+    return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+
+
+def read_json_at(rev: str, path: str) -> Any:
+    """The JSON file `path` as committed at git revision `rev`; None where it is not there."""
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
 def run_record(name: str, profile: Path, command: list[str], dvc_command: list[str], wall_s: float, commit: str,
                dirty: bool) -> dict:
-    """What a reader needs to trust and repeat the run: read from the workspace the run left."""
+    """What a reader needs to trust and repeat the run, read from the experiment's own commit.
+
+    `command` and `dvc_command` are the portable forms (no local paths): see `main`.
+    """
+    ref = experiment_ref(commit, name)
+    params = yaml.safe_load(_git("show", f"{ref}:params.yaml"))
+    manifest = read_json_at(ref, "data/download.json") or {}
+    archive = None
+    if params["data"]["source"] == "local":
+        # The file name and its hash identify the data; the path on this machine would only leak it.
+        archive = {"file": Path(params["data"]["local_path"]).name, "sha256": manifest.get("archive_sha256")}
+        params["data"]["local_path"] = archive["file"]
     return {
         "run": name,
         "profile": str(profile),
@@ -132,11 +166,24 @@ def run_record(name: str, profile: Path, command: list[str], dvc_command: list[s
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_time_s": round(wall_s, 1),
         "hardware": _hardware(),
-        "params": yaml.safe_load(Path("params.yaml").read_text()),
-        "data": _read_json(Path("metrics/data.json")),
-        "train": _read_json(Path("metrics/train/metrics.json")),
-        "test": _read_json(Path("metrics/test.json")),
+        "params": params,
+        "data_archive": archive,
+        "data": read_json_at(ref, "metrics/data.json"),
+        "train": read_json_at(ref, "metrics/train/metrics.json"),
+        "test": read_json_at(ref, "metrics/test.json"),
+        "test_details": read_json_at(ref, "metrics/test_details.json"),
     }
+
+
+def portable_argv(argv: list[str]) -> list[str]:
+    """`argv` for a record others read: --local cut to the archive's file name (its SHA-256 is recorded
+    beside it), --record to its file name unless it is a path inside the repository."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        value = Path(out[i + 1])
+        if arg == "--local" or (arg == "--record" and (value.is_absolute() or ".." in value.parts)):
+            out[i + 1] = value.name
+    return out
 
 
 def append_record(path: Path, record: dict) -> None:
@@ -216,8 +263,12 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         raise ConfigError(f"{args.profile}: {err}") from None
     name = args.name or args.profile.stem
-    command = exp_command(name, overrides(base, changes) + args.sets, extra)
+    sets = overrides(base, changes) + args.sets
+    command = exp_command(name, sets, extra)
     print(shlex.join(command), flush=True)
+    if args.record and "--queue" in extra:
+        raise ConfigError("--record cannot record a queued run: it runs later, under `dvc queue start`. "
+                          "Run it without --queue (--temp is fine) to record it.")
     if args.dry_run:
         return
 
@@ -227,8 +278,11 @@ def main(argv: list[str] | None = None) -> None:
     if result.returncode != 0:
         sys.exit(result.returncode)
     if args.record:
-        record = run_record(name, args.profile, ["brainseg-exp", *argv],
-                            command, time.perf_counter() - start, commit, dirty)
+        portable = changes_for(read_profile(args.profile), Path(args.local).name if args.local else None,
+                               must_exist=False)
+        record = run_record(name, args.profile, ["brainseg-exp", *portable_argv(argv)],
+                            exp_command(name, overrides(base, portable) + args.sets, extra),
+                            time.perf_counter() - start, commit, dirty)
         append_record(args.record, record)
         test = record["test"] or {}
         print(f"{name}: test dice {test.get('dice_mean')} (per-image mean) in {record['wall_time_s'] / 60:.1f} min "

@@ -17,7 +17,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from brainseg.config import DataConfig
+from brainseg.config import DataConfig, kaggle_dataset_parts
 from brainseg.data.archive import atomic_write_text, safe_extract_zip, staging_dir
 from brainseg.data.layout import find_dataset_root
 from brainseg.data.phantom import PhantomSpec, write_phantom_archive
@@ -122,10 +122,10 @@ def _kaggle_download(dataset: str, dest: Path, attempts: int) -> Path:
             "mode 600) or ~/.kaggle/access_token, or export KAGGLE_USERNAME and KAGGLE_KEY "
             "(or KAGGLE_API_TOKEN). " + OFFLINE_HINT
         )
-    parts = dataset.split("/")
-    if len(parts) not in (2, 3) or not all(parts) or (len(parts) == 3 and not parts[2].isdigit()):
+    parts = kaggle_dataset_parts(dataset)
+    if parts is None:
         raise DataSourceError(f"data.kaggle_dataset {dataset!r} must look like 'owner/dataset-slug[/version]'")
-    owner, slug, version = (parts + [None])[:3]
+    owner, slug, version = parts
     api = _kaggle_api()
     attempts = max(1, attempts)
     for attempt in range(1, attempts + 1):
@@ -179,7 +179,7 @@ def download(cfg: DataConfig, seed: int, raw_dir: Path, manifest_path: Path) -> 
             if not path.exists():
                 raise DataSourceError(f"data.local_path {path} does not exist; point it at the dataset zip or folder")
             archive, folder = (None, path) if path.is_dir() else (path, None)
-            manifest["path"] = str(cfg.local_path)
+            manifest["local_file"] = path.name  # not the path: manifests are committed, paths are this machine's
 
         with staging_dir(raw_dir) as staging:
             if archive is not None:
