@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from brainseg.reproduction import DISTANCE, QUALITY, RULES, compare, compared_files, rule_for
+from brainseg.reproduction import DISTANCE, SCORE, RULES, compare, compared_files, rule_for
 from brainseg.profiles import flatten
 from tiny_repo import ROOT, copy_repo, run
 
@@ -91,15 +91,15 @@ def test_rules_pass_drift_within_limits_and_fail_beyond_them():
     committed = {"dice_mean": 0.8541, "hd95_px_mean": 15.0, "threshold": 0.35, "tta": True, "best_epoch": 23}
     test = "metrics/test.json"
     assert compare(test, committed, json.loads(json.dumps(committed))) == ([], [], 5)
-    drifted = {"dice_mean": 0.8541 - QUALITY.limit / 2, "hd95_px_mean": 15.0 * (1 + DISTANCE.limit / 2),
+    drifted = {"dice_mean": 0.8541 - SCORE.limit / 2, "hd95_px_mean": 15.0 * (1 + DISTANCE.limit / 2),
                "threshold": 0.4, "tta": False, "best_epoch": 20}
     failures, drifts, identical = compare(test, committed, drifted)
     assert failures == [] and len(drifts) == 5 and identical == 0
     # The same drift fails an exact check, naming the key and both values.
     failures, _, _ = compare(test, committed, drifted, exact=True)
-    assert "dice_mean: committed 0.8541, reproduced 0.8441 (diff -0.01; rule exact)" in failures
+    assert "dice_mean: committed 0.8541, reproduced 0.8291 (diff -0.025; rule exact)" in failures
     # Beyond the limits, and any change of a count or of the data, fails.
-    beyond = {**committed, "dice_mean": 0.8541 + 2 * QUALITY.limit, "hd95_px_mean": 15.0 * (1 + 2 * DISTANCE.limit)}
+    beyond = {**committed, "dice_mean": 0.8541 + 2 * SCORE.limit, "hd95_px_mean": 15.0 * (1 + 2 * DISTANCE.limit)}
     assert [f.split(":")[0] for f in compare(test, committed, beyond)[0]] == ["dice_mean", "hd95_px_mean"]
     details = "metrics/test_details.json"
     assert compare(details, {"test_set": {"images": 120}}, {"test_set": {"images": 119}})[0] == [
@@ -135,7 +135,7 @@ def test_reproduction_check_passes_an_honest_commit_and_fails_a_hand_edit(commit
     assert caught.returncode == 1
     assert "DIFFERS: metrics/test.json: dice_mean: committed" in caught.stdout
 
-    edited["dice_mean"] = round(edited["dice_mean"] + 2 * QUALITY.limit, 6)
+    edited["dice_mean"] = round(edited["dice_mean"] + 2 * SCORE.limit, 6)
     metrics_path.write_text(json.dumps(edited, indent=2))
     run(["git", "commit", "-qam", "much better numbers, typed by hand"], repo)
     metrics_path.write_text(reproduced)

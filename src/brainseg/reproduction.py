@@ -54,11 +54,15 @@ class Rule:
         return {"absolute": f"±{self.limit:g}", "relative": f"±{self.limit:.0%}"}.get(self.kind, self.kind)
 
 
+# Limits are about 2.5-3x the largest drift measured for the group on one host under another thread count,
+# instruction set or host (benchmarks/reproduction_drift.py; README: "What reproduces").
 EXACT, REPORTED = Rule("exact"), Rule("reported")
-QUALITY = Rule("absolute", 0.02)          # per-image and pooled Dice/IoU/precision/recall, box agreement
-SLICE_RATE = Rule("absolute", 0.06)       # rates over a few dozen items: one of the 18 tumor-free slices is 0.056
-DISTANCE = Rule("relative", 0.25)         # HD95 in pixels: a few far-off slices dominate its mean
-LOSS = Rule("relative", 0.10)
+SCORE = Rule("absolute", 0.05)       # test Dice, IoU, box agreement, the interval: largest drift seen 0.021
+TRADE_OFF = Rule("absolute", 0.08)   # precision, recall: move against each other with the tuned threshold; 0.025
+VALIDATION = Rule("absolute", 0.12)  # validation Dice, one epoch's or the tuning's: 0.043
+SLICE_RATE = Rule("absolute", 0.12)  # rates over few items: one of the 18 tumor-free slices is 0.056
+DISTANCE = Rule("relative", 0.60)    # HD95 in pixels, dominated by a few far-off slices: 23%
+LOSS = Rule("relative", 0.25)        # end-of-training losses: 8%
 
 # First match wins; patterns are fnmatch patterns over "file:flattened.key".
 RULES: list[tuple[str, Rule]] = [
@@ -66,11 +70,13 @@ RULES: list[tuple[str, Rule]] = [
     ("*images", EXACT), ("*tumors", EXACT),              # test-set counts
     ("*threshold", REPORTED), ("*:tta", REPORTED), ("*min_component_px", REPORTED),
     ("*best_epoch", REPORTED), ("metrics/train/metrics.json:step", REPORTED),
-    ("metrics/train/metrics.json:lr", REPORTED),         # the schedule's value where early stopping ended it
+    ("metrics/train/metrics.json:lr", REPORTED),         # the schedule's value where training ended
     ("*hd95_px_*", DISTANCE),
     ("*loss", LOSS),
     ("*tumor_free_fpr", SLICE_RATE), ("*tumor_sensitivity", SLICE_RATE), ("*localisation_hit_rate", SLICE_RATE),
-    ("*dice*", QUALITY), ("*iou*", QUALITY), ("*precision*", QUALITY), ("*recall*", QUALITY),
+    ("*val_dice_mean", VALIDATION), ("metrics/train/metrics.json:*dice", VALIDATION),
+    ("*precision*", TRADE_OFF), ("*recall*", TRADE_OFF),
+    ("*dice*", SCORE), ("*iou*", SCORE),
 ]
 
 
