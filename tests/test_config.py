@@ -51,6 +51,10 @@ def test_scientific_notation_string_from_dvc_exp_run():
     ({"export": {"opset": 11}}, "export.opset"),
     ({"data": {"source": "kaggle", "kaggle_dataset": "owner/slug/latest"}}, "data.kaggle_dataset"),
     ({"data": {"source": "kaggle", "kaggle_dataset": "no-slash"}}, "data.kaggle_dataset"),
+    ({"split": {"strategy": "file"}}, "split.file"),
+    ({"split": {"strategy": "file", "file": "configs/splits/../../etc/x.csv"}}, "split.file"),
+    ({"split": {"strategy": "file", "file": "/data/split.csv"}}, "split.file"),
+    ({"split": {"unlisted": "ignore"}}, "split.unlisted"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -16,7 +16,8 @@ import yaml
 from brainseg.errors import BrainsegError
 
 SOURCES = ("phantom", "kaggle", "local")
-SPLIT_STRATEGIES = ("predefined", "random")
+SPLIT_STRATEGIES = ("predefined", "random", "file")
+UNLISTED_POLICIES = ("error", "exclude")
 ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "poly", "onecycle", "plateau", "none")
@@ -27,6 +28,7 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 AUGMENT_PROBABILITIES = ("hflip", "affine", "elastic", "brightness_contrast", "gamma", "noise", "blur")
 # Local encoder weight files live here; dvc.yaml lists the folder as a dependency of train.
 WEIGHTS_DIR = "weights"
+SPLIT_FILES_DIR = "configs/splits"  # a dependency of the split stage: split files must live here
 
 
 class ConfigError(BrainsegError, ValueError):
@@ -68,6 +70,8 @@ class SplitConfig:
     train: float = 0.7
     val: float = 0.15
     test: float = 0.15
+    file: str | None = None  # strategy file: a CSV (file,subset) under configs/splits/
+    unlisted: str = "error"  # strategy file: images the file does not name are an error | excluded
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,13 @@ def _check(p: Params) -> None:
 
     _one_of(p.preprocess.on_bad_image, BAD_IMAGE_POLICIES, "preprocess.on_bad_image")
     _one_of(p.split.strategy, SPLIT_STRATEGIES, "split.strategy")
+    _one_of(p.split.unlisted, UNLISTED_POLICIES, "split.unlisted")
+    if p.split.strategy == "file":
+        parts = Path(p.split.file or "").parts
+        _require(parts[:2] == tuple(SPLIT_FILES_DIR.split("/")) and len(parts) > 2 and ".." not in parts
+                 and parts[-1].endswith(".csv"), "split.file",
+                 f"must name a .csv file under {SPLIT_FILES_DIR}/ (a tracked dependency of the split stage) "
+                 f"when split.strategy is file; got {p.split.file!r}")
     fractions = (p.split.train, p.split.val, p.split.test)
     _require(all(f > 0 for f in fractions) and abs(sum(fractions) - 1.0) < 1e-6,
              "split.train/val/test", f"must be positive and sum to 1, got {fractions}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import csv
+from collections import Counter, defaultdict
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -52,6 +54,70 @@ def random_group_split(index: pd.DataFrame, fractions: dict[str, float], seed: i
     if empty:
         raise SplitError(f"random split left {', '.join(empty)} empty: the dataset has too few groups "
                          f"({len(groups)}) for split fractions {fractions}")
+    return split
+
+
+# Subset names a split file may use ("valid" as the Kaggle folders spell it); None: not used at all.
+FILE_SUBSETS = {"train": "train", "val": "val", "valid": "val", "test": "test", "exclude": None}
+
+
+def _listing(items: list[str]) -> str:
+    return ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
+
+
+def read_split_file(path: Path) -> list[tuple[str, str]]:
+    """(name, subset) rows of a split CSV with the columns `file` and `subset`, checked line by line."""
+    if not path.is_file():
+        raise SplitError(f"split.file {path} does not exist; split files live in configs/splits/")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"file", "subset"} <= set(reader.fieldnames or ()):
+            raise SplitError(f"{path}: needs a header with the columns file,subset; found {reader.fieldnames}")
+        rows = [((r["file"] or "").strip(), (r["subset"] or "").strip().lower()) for r in reader]
+    bad = [f"line {i + 2}: {subset!r}" for i, (_, subset) in enumerate(rows) if subset not in FILE_SUBSETS]
+    if bad:
+        raise SplitError(f"{path}: subset must be one of {', '.join(FILE_SUBSETS)}; {_listing(bad)}")
+    counts = Counter(name for name, _ in rows)
+    twice = sorted(name for name, n in counts.items() if n > 1)
+    if twice:
+        raise SplitError(f"{path}: {len(twice)} name(s) listed more than once: {_listing(twice)}; keep one row each")
+    return rows
+
+
+def file_split(index: pd.DataFrame, path: Path, unlisted: str = "error") -> dict[str, list[str]]:
+    """Subsets as a published split file names them, so others' splits can be reused exactly.
+
+    A name matches an image by its `file` in index.csv (a relative path), or by that path without its
+    extension (`12` matches `12.png` or `12.jpg`), which lets one list serve a dataset in PNG and its
+    JPEG copy. Names no image has, and images the file leaves out (unless `unlisted` is "exclude"),
+    are errors.
+    """
+    rows = read_split_file(path)
+    keys = sample_keys(index).tolist()
+    files = index["file"].tolist()
+    by_name: dict[str, list[int]] = defaultdict(list)
+    for i, file in enumerate(files):
+        by_name[file].append(i)
+        stem = str(PurePosixPath(file).with_suffix(""))
+        if stem != file:
+            by_name[stem].append(i)
+    unknown = [name for name, _ in rows if name not in by_name]
+    if unknown:
+        raise SplitError(f"{path}: {len(unknown)} name(s) match no image of the dataset: {_listing(unknown)}. "
+                         "Is split.file meant for this dataset?")
+    ambiguous = [name for name, _ in rows if len(by_name[name]) > 1]
+    if ambiguous:
+        raise SplitError(f"{path}: {_listing(ambiguous)} match several images (the same name in several "
+                         "folders or with several extensions); list their full file names")
+    subset_of = {by_name[name][0]: FILE_SUBSETS[subset] for name, subset in rows}
+    left_out = [keys[i] for i in range(len(keys)) if i not in subset_of]
+    if left_out and unlisted != "exclude":
+        raise SplitError(f"{path}: {len(left_out)} image(s) of the dataset are not listed: {_listing(left_out)}. "
+                         "List them, or set split.unlisted: exclude to leave them out of every subset")
+    split = {s: sorted(keys[i] for i, subset in subset_of.items() if subset == s) for s in SUBSETS}
+    empty = [s for s in SUBSETS if not split[s]]
+    if empty:
+        raise SplitError(f"{path}: assigns no image to {', '.join(empty)}")
     return split
 
 
