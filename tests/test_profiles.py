@@ -111,7 +111,7 @@ def test_records_replace_a_run_of_the_same_name(tmp_path):
 @pytest.mark.slow
 def test_profile_runs_as_an_experiment_and_is_recorded(pipeline_repo, tmp_path):
     repo = copy_repo(pipeline_repo, tmp_path / "repo")
-    (repo / "configs").mkdir()
+    (repo / "configs").mkdir(exist_ok=True)  # configs/splits came with the copy
     # Only evaluate and export depend on these keys, so the experiment reruns in seconds.
     (repo / "configs" / "strict.yaml").write_text("evaluate:\n  tune_on_val: false\n  threshold: 0.7\n")
     record = tmp_path / "runs.json"
@@ -145,7 +145,7 @@ def test_profile_runs_as_an_experiment_and_is_recorded(pipeline_repo, tmp_path):
 @pytest.mark.slow
 def test_a_temp_run_from_a_local_zip_is_recorded_without_local_paths(pipeline_repo, tmp_path):
     repo = copy_repo(pipeline_repo, tmp_path / "repo")
-    (repo / "configs").mkdir()
+    (repo / "configs").mkdir(exist_ok=True)  # configs/splits came with the copy
     (repo / "configs" / "strict.yaml").write_text("evaluate:\n  tune_on_val: false\n  threshold: 0.7\n")
     archive = Path(shutil.make_archive(str(tmp_path / "private folder" / "phantom copy"), "zip", repo / "data/raw"))
     workspace_metrics = (repo / "metrics/test.json").read_text()

@@ -1,4 +1,5 @@
-"""Model factory: a segmentation-models-pytorch network behind per-image standardisation."""
+"""The network: built from params (a segmentation-models-pytorch model behind per-image standardisation),
+seeded, saved, loaded, and run on uint8 slices."""
 
 from __future__ import annotations
 

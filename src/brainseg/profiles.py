@@ -257,14 +257,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give a profile (e.g. configs/kaggle-cpu.yaml) or --summarize FILE")
 
     base = read_yaml(Path("params.yaml"), "file not found; run from the repository root")
-    changes = changes_for(read_profile(args.profile), args.local)
+    profile = read_profile(args.profile)
+    changes = changes_for(profile, args.local)
     try:
         parse_params(merge(base, changes))
     except ConfigError as err:
         raise ConfigError(f"{args.profile}: {err}") from None
     name = args.name or args.profile.stem
-    sets = overrides(base, changes) + args.sets
-    command = exp_command(name, sets, extra)
+    command = exp_command(name, overrides(base, changes) + args.sets, extra)
     print(shlex.join(command), flush=True)
     if args.record and "--queue" in extra:
         raise ConfigError("--record cannot record a queued run: it runs later, under `dvc queue start`. "
@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     if result.returncode != 0:
         sys.exit(result.returncode)
     if args.record:
-        portable = changes_for(read_profile(args.profile), Path(args.local).name if args.local else None,
-                               must_exist=False)
+        # The same command with the archive's file name for its path: what a reader can repeat.
+        portable = changes_for(profile, Path(args.local).name if args.local else None, must_exist=False)
         record = run_record(name, args.profile, ["brainseg-exp", *portable_argv(argv)],
                             exp_command(name, overrides(base, portable) + args.sets, extra),
                             time.perf_counter() - start, commit, dirty)
