@@ -2,10 +2,10 @@
 
 Prints figures, asserts nothing. In a clone of this checkout, runs the pipeline once as this host
 computes it, then retrains (train, evaluate, export) under conditions that mimic other hosts of the
-same machine type: another intra-op thread count, or oneDNN capped at a lower instruction set. Each
-metric's largest drift is printed beside the rule `python -m brainseg.reproduction` applies to it,
-also against the metrics committed at HEAD (made on another host). About 15 minutes per condition
-on 2 cores; run it alone.
+same machine type: another intra-op thread count, or oneDNN capped at a lower instruction set. For
+each metric it prints this host's value, each run's difference from it (the metrics committed at
+HEAD too: zero where this host made them) and the rule `python -m brainseg.reproduction` applies.
+6-9 minutes per run on 2 idle cores (about 30 for all three conditions); run it alone.
 
     python benchmarks/reproduction_drift.py [--out /tmp/drift] [--conditions threads1 threads4 isa_avx2]
     python benchmarks/reproduction_drift.py --table-only --out /tmp/drift   # re-print from saved runs
