@@ -16,6 +16,7 @@ import yaml
 from brainseg.errors import BrainsegError
 
 SOURCES = ("phantom", "kaggle", "local")
+REFERENCE_SOURCES = ("none", "kaggle", "local")
 SPLIT_STRATEGIES = ("predefined", "random", "file")
 UNLISTED_POLICIES = ("error", "exclude")
 ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus")
@@ -29,6 +30,7 @@ AUGMENT_PROBABILITIES = ("hflip", "affine", "elastic", "brightness_contrast", "g
 # Local encoder weight files live here; dvc.yaml lists the folder as a dependency of train.
 WEIGHTS_DIR = "weights"
 SPLIT_FILES_DIR = "configs/splits"  # a dependency of the split stage: split files must live here
+REFERENCE_MAPPINGS_DIR = "configs/references"  # a dependency of the evaluate stage, likewise
 
 
 class ConfigError(BrainsegError, ValueError):
@@ -149,9 +151,19 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """A second truth for the test images (e.g. expert outlines where the labels are boxes)."""
+    source: str = "none"  # none | kaggle | local, fetched like data.source; any supported layout
+    kaggle_dataset: str | None = None
+    local_path: str | None = None
+    mapping: str | None = None  # CSV under configs/references/ pairing image and reference names
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -246,6 +258,14 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key} {message}")
 
 
+def _require_csv_under(value: str | None, folder: str, key: str, stage: str, when: str) -> None:
+    parts = Path(value or "").parts
+    _require(parts[:2] == tuple(folder.split("/")) and len(parts) > 2 and ".." not in parts
+             and parts[-1].endswith(".csv"), key,
+             f"must name a .csv file under {folder}/ (a tracked dependency of the {stage} stage) {when}; "
+             f"got {value!r}")
+
+
 def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
     _require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
 
@@ -266,6 +286,15 @@ def _check(p: Params) -> None:
     _require(0.0 <= ph.difficulty <= 1.0, "data.phantom.difficulty", "must lie in [0, 1]")
     _require(0.0 <= ph.tumor_free_fraction <= 1.0, "data.phantom.tumor_free_fraction", "must lie in [0, 1]")
     _require(0.0 <= ph.two_tumor_fraction <= 1.0, "data.phantom.two_tumor_fraction", "must lie in [0, 1]")
+    ref = p.reference
+    _one_of(ref.source, REFERENCE_SOURCES, "reference.source")
+    if ref.source == "local":
+        _require(bool(ref.local_path), "reference.local_path", "must name a zip or folder when reference.source is local")
+    if ref.source == "kaggle":
+        _require(kaggle_dataset_parts(ref.kaggle_dataset or "") is not None, "reference.kaggle_dataset",
+                 f"must look like owner/dataset-slug[/version number]; got {ref.kaggle_dataset!r}")
+    if ref.mapping is not None:
+        _require_csv_under(ref.mapping, REFERENCE_MAPPINGS_DIR, "reference.mapping", "evaluate", "or null")
 
     # Encoders downsample 2**5 = 32 times.
     _require(p.preprocess.image_size >= 32 and p.preprocess.image_size % 32 == 0,
@@ -275,11 +304,7 @@ def _check(p: Params) -> None:
     _one_of(p.split.strategy, SPLIT_STRATEGIES, "split.strategy")
     _one_of(p.split.unlisted, UNLISTED_POLICIES, "split.unlisted")
     if p.split.strategy == "file":
-        parts = Path(p.split.file or "").parts
-        _require(parts[:2] == tuple(SPLIT_FILES_DIR.split("/")) and len(parts) > 2 and ".." not in parts
-                 and parts[-1].endswith(".csv"), "split.file",
-                 f"must name a .csv file under {SPLIT_FILES_DIR}/ (a tracked dependency of the split stage) "
-                 f"when split.strategy is file; got {p.split.file!r}")
+        _require_csv_under(p.split.file, SPLIT_FILES_DIR, "split.file", "split", "when split.strategy is file")
     fractions = (p.split.train, p.split.val, p.split.test)
     _require(all(f > 0 for f in fractions) and abs(sum(fractions) - 1.0) < 1e-6,
              "split.train/val/test", f"must be positive and sum to 1, got {fractions}")
