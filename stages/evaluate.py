@@ -1,5 +1,5 @@
 """Stage evaluate: test metrics in metrics/test.json (details and baselines in metrics/test_details.json),
-curves and overlays in plots/."""
+curves and overlays in plots/; scores against the reference set in data/reference/ when one is configured."""
 
 from pathlib import Path
 
@@ -9,8 +9,11 @@ from brainseg.evaluate import evaluate
 
 
 def main() -> None:
-    evaluate(load_params(), Path("data/raw"), Path("data/processed"), Path("data/splits"), Path("models/model.pt"),
-             Path("metrics/train"), Path("metrics/test.json"), Path("metrics/test_details.json"), Path("plots"))
+    params = load_params()
+    reference = Path("data/reference") if params.reference.source != "none" else None
+    evaluate(params, Path("data/raw"), Path("data/processed"), Path("data/splits"), Path("models/model.pt"),
+             Path("metrics/train"), Path("metrics/test.json"), Path("metrics/test_details.json"), Path("plots"),
+             reference)
 
 
 if __name__ == "__main__":

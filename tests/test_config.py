@@ -55,6 +55,12 @@ def test_scientific_notation_string_from_dvc_exp_run():
     ({"split": {"strategy": "file", "file": "configs/splits/../../etc/x.csv"}}, "split.file"),
     ({"split": {"strategy": "file", "file": "/data/split.csv"}}, "split.file"),
     ({"split": {"unlisted": "ignore"}}, "split.unlisted"),
+    ({"reference": {"source": "figshare"}}, "reference.source"),
+    ({"reference": {"source": "local"}}, "reference.local_path"),
+    ({"reference": {"source": "kaggle"}}, "reference.kaggle_dataset"),
+    ({"reference": {"mapping": "configs/splits/figshare-kaggle.csv"}}, "reference.mapping"),
+    ({"reference": {"mapping": "configs/references/../../x.csv"}}, "reference.mapping"),
+    ({"reference": {"outlines": "x"}}, "reference.outlines"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -87,7 +87,21 @@ def test_dry_run_prints_the_dvc_command(capsys, monkeypatch):
     main(["configs/kaggle-cpu.yaml", "--dry-run", "-n", "mine", "-S", "seed=7", "--", "--queue"])
     assert capsys.readouterr().out.split() == [
         "dvc", "exp", "run", "-n", "mine", "-S", "data.source=kaggle", "-S", "preprocess.image_size=128",
-        "-S", "train.epochs=30", "-S", "train.patience=10", "-S", "seed=7", "--queue"]
+        "-S", "train.epochs=30", "-S", "train.patience=10", "-S", "reference.source=kaggle",
+        "-S", "reference.kaggle_dataset=nikhilroxtomar/brain-tumor-segmentation",
+        "-S", "reference.mapping=configs/references/figshare-kaggle.csv", "-S", "seed=7", "--queue"]
+
+
+def test_local_data_with_a_kaggle_reference_asks_for_the_reference(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    archive = tmp_path / "boxes.zip"
+    archive.write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"pass --reference PATH .* or -S reference\.source=none"):
+        main(["configs/kaggle-cpu.yaml", "--local", str(archive), "--dry-run"])
+    main(["configs/kaggle-cpu.yaml", "--local", str(archive), "--reference", str(archive), "--dry-run"])
+    command = capsys.readouterr().out
+    assert "-S reference.source=local" in command and f"-S reference.local_path={archive}" in command
+    main(["configs/kaggle-cpu.yaml", "--local", str(archive), "--dry-run", "-S", "reference.source=none"])
 
 
 def test_options_go_to_dvc_only_after_the_separator(capsys, monkeypatch):
@@ -150,19 +164,21 @@ def test_a_temp_run_from_a_local_zip_is_recorded_without_local_paths(pipeline_re
     archive = Path(shutil.make_archive(str(tmp_path / "private folder" / "phantom copy"), "zip", repo / "data/raw"))
     workspace_metrics = (repo / "metrics/test.json").read_text()
     record = tmp_path / "runs.json"
-    run(["brainseg-exp", "configs/strict.yaml", "--local", str(archive), "--record", str(record), "--", "--temp"],
-        repo)
+    run(["brainseg-exp", "configs/strict.yaml", "--local", str(archive), "--reference", str(archive),
+         "--record", str(record), "--", "--temp"], repo)
 
     # --temp leaves the workspace alone: the record must hold the experiment's results, not the workspace's.
     assert (repo / "metrics/test.json").read_text() == workspace_metrics
     [entry] = json.loads(record.read_text())
     assert entry["test"]["threshold"] == 0.7 and json.loads(workspace_metrics)["threshold"] != 0.7
     assert entry["params"]["data"] == {**entry["params"]["data"], "source": "local", "local_path": "phantom copy.zip"}
-    assert entry["data_archive"] == {"file": "phantom copy.zip",
-                                     "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    archive_id = {"file": "phantom copy.zip", "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    assert entry["data_archive"] == archive_id and entry["reference_archive"] == archive_id
+    assert entry["params"]["reference"]["local_path"] == "phantom copy.zip"
+    assert entry["test"]["reference"]["dice_mean"] == entry["test"]["dice_mean"]  # the labels as their own reference
     assert str(tmp_path) not in json.dumps(entry)  # neither the archive's folder nor the record's
-    assert entry["command"] == ("brainseg-exp configs/strict.yaml --local 'phantom copy.zip' --record runs.json "
-                                "-- --temp")
+    assert entry["command"] == ("brainseg-exp configs/strict.yaml --local 'phantom copy.zip' --reference "
+                                "'phantom copy.zip' --record runs.json -- --temp")
     shutil.rmtree(repo)
 
 
@@ -170,6 +186,7 @@ def test_recorded_commands_keep_repository_paths_only():
     assert portable_argv(["cfg.yaml", "--local", "../data/x y.zip", "--record", "results/k.json", "-n", "a"]) == [
         "cfg.yaml", "--local", "x y.zip", "--record", "results/k.json", "-n", "a"]
     assert portable_argv(["--record", "/tmp/k.json"]) == ["--record", "k.json"]
+    assert portable_argv(["--reference", "/data/outlines.zip"]) == ["--reference", "outlines.zip"]
     assert portable_argv(["--record", "../k.json"]) == ["--record", "k.json"]
 
 
@@ -179,9 +196,12 @@ def test_a_queued_run_is_not_recorded(tmp_path, monkeypatch, capsys):
         main(["configs/kaggle-cpu.yaml", "--record", str(tmp_path / "r.json"), "--dry-run", "--", "--queue"])
 
 
-def _record(name: str, seed: int, dice: float, epochs: int = 30) -> dict:
+def _record(name: str, seed: int, dice: float, epochs: int = 30, reference: float | None = None) -> dict:
     params = merge(BASE, {"seed": seed, "train": {"epochs": epochs}})
-    test = {key: 0.5 for key, _ in SUMMARY_COLUMNS.values()} | {"dice_mean": dice, "hd95_px_median": None}
+    test = {key: 0.5 for key, _ in SUMMARY_COLUMNS.values() if "." not in key}
+    test |= {"dice_mean": dice, "hd95_px_median": None}
+    if reference is not None:
+        test["reference"] = {"dice_mean": reference}
     return {"run": name, "params": params, "train": {"best_epoch": 7}, "wall_time_s": 125.0,
             "hardware": {"gpus": [], "cpu_cores": 2}, "test": test}
 
@@ -192,10 +212,16 @@ def test_summary_rows_and_seed_spread():
     assert len(lines) == 2 + 4 + 1  # header, rule, one row per run, one spread row (a, b, c differ only in seed)
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[:7] == ["`a`", "42", "128", "7 of 30", "2 CPU cores", "2 min", "0.700"]
-    assert cells[-1] == "—"
+    assert cells[-2:] == ["—", "—"]  # no HD95, no reference set
     spread = [c.strip() for c in lines[-1].strip("|").split("|")]
     assert spread[0] == "mean ± SD of `a`, `b`, `c`"
     assert spread[6] == "0.750 ± 0.050"  # sample SD of 0.70, 0.80, 0.75
+
+
+def test_summary_shows_the_reference_score_where_runs_have_one():
+    lines = summary_table([_record("a", 42, 0.7, reference=0.5), _record("b", 1, 0.8, reference=0.6)]).splitlines()
+    assert lines[0].split("|")[-2].strip() == "Dice vs reference"
+    assert [row.split("|")[-2].strip() for row in lines[2:]] == ["0.500", "0.600", "0.550 ± 0.071"]
 
 
 

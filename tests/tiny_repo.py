@@ -13,7 +13,7 @@ from brainseg.profiles import merge
 
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", "stages", "src", "pyproject.toml", ".dvcignore", ".gitignore", "weights", ".ci",
-          "Makefile", "configs/splits"]
+          "Makefile", "configs/splits", "configs/references"]
 TINY = {
     "data": {"phantom": {"train": 24, "valid": 8, "test": 8, "image_size": 128}},
     "preprocess": {"image_size": 64},

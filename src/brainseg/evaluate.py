@@ -14,6 +14,7 @@ from brainseg.config import Params
 from brainseg.data.archive import atomic_write_text
 from brainseg.data.cache import original_masks
 from brainseg.data.dataset import ProcessedData
+from brainseg.data.reference import reference_masks
 from brainseg.lesions import box_agreement, hausdorff95, tumors_found
 from brainseg.metrics import bootstrap_ci, confusion_counts, dice_scores, iou_scores, per_image_table, summarize
 from brainseg.model import build_model, load_checkpoint, predict_probs, seed_everything
@@ -24,6 +25,8 @@ SWEEP = np.round(np.arange(0.05, 0.96, 0.05), 2)
 INTENSITY_SWEEP = np.round(np.arange(0.0, 4.01, 0.1), 2)
 # Facts of the test set, not of the model: kept out of metrics/test.json so experiments compare on scores.
 TEST_SET_COUNTS = ("images", "tumor_free_images", "tumors")
+# Scores against the reference set shown beside the primary ones (all of them are in the details).
+REFERENCE_HEADLINE = ("dice_mean", "dice_global", "iou_mean", "precision_global", "recall_global", "hd95_px_median")
 
 
 def standardize(images: np.ndarray) -> np.ndarray:
@@ -143,10 +146,23 @@ def _overlay_panels(images, truths, preds, table: pd.DataFrame, files: list[str]
                      for i in rows]) for label, rows in picks.items()]
 
 
+def score_against_reference(probs: np.ndarray, truths: list[np.ndarray], reference: list[np.ndarray],
+                            threshold: float, min_pixels: int) -> tuple[pd.DataFrame, dict]:
+    """Per-image table and summary of the predictions against a second truth, and how far the
+    labels themselves are from it (for box labels against outlines: the perfect-box bound)."""
+    table = original_size_table(probs, reference, threshold, min_pixels)
+    labels = original_size_table([t.astype(np.float32) for t in truths], reference, 0.5, 0)
+    return table, {"all": _rounded(summarize_original_size(table)),
+                   "labels_vs_reference": _rounded(summarize_original_size(labels))}
+
+
 def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path, model_path: Path, live_dir: Path,
-             metrics_path: Path, details_path: Path, plots_dir: Path) -> dict:
-    """Writes the figures a person compares across experiments to `metrics_path` and the reference
-    figures (test-set counts, training-size and untuned scores, baselines) to `details_path`."""
+             metrics_path: Path, details_path: Path, plots_dir: Path, reference_dir: Path | None = None) -> dict:
+    """Writes the figures a person compares across experiments to `metrics_path` and the supporting
+    figures (test-set counts, training-size and untuned scores, baselines) to `details_path`.
+
+    With `reference_dir` (a second truth for the test images, see data/reference.py) the predictions
+    are also scored against it: a `reference` block in both files and `ref_*` columns per image."""
     cfg = params.evaluate
     data = ProcessedData(processed_dir, split_dir)
     test_images, test_masks = data.subset("test")
@@ -165,11 +181,21 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     plain_probs = predict_probs(model, test_images, device)
     probs = flip_tta_probs(model, test_images, plain_probs, device) if chosen["tta"] else plain_probs
     preds = binarize(probs, threshold, chosen["min_component_px"])
-    files = data.index.loc[data.rows["test"], "file"].tolist()
-    truths = original_masks(raw_dir, data.index.loc[data.rows["test"]], params.data.categories)
+    test_rows = data.index.loc[data.rows["test"]]
+    files = test_rows["file"].tolist()
+    truths = original_masks(raw_dir, test_rows, params.data.categories)
     table = original_size_table(probs, truths, threshold, chosen["min_component_px"])
     table.insert(0, "file", files)
     table["tumor_pixels"] = [int(t.sum()) for t in truths]
+    reference = None
+    if reference_dir is not None:
+        mapping = Path(params.reference.mapping) if params.reference.mapping else None
+        ref_files, ref_truths = reference_masks(reference_dir, test_rows, mapping)
+        ref_table, reference = score_against_reference(probs, truths, ref_truths, threshold,
+                                                       chosen["min_component_px"])
+        table["ref_file"] = ref_files
+        for column in ("dice", "iou", "hd95_px"):
+            table[f"ref_{column}"] = ref_table[column].to_numpy()
 
     # Baselines through the same original-size path: a binary map is a probability of 0 or 1.
     seed_everything(params.seed)  # the same initial weights training started from
@@ -188,6 +214,8 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
         "dice_mean_ci95_high": round(ci_high, 6),
         **_rounded(chosen),
     }
+    if reference is not None:
+        metrics["reference"] = {k: reference["all"][k] for k in REFERENCE_HEADLINE}
     details = {
         "test_set": {k: scores[k] for k in TEST_SET_COUNTS},
         "training_size": _rounded(summarize(per_image_table(preds, test_masks))),
@@ -196,6 +224,8 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
                       for name, p in baselines.items()},
     }
     details["baselines"]["intensity_threshold"]["z_threshold"] = intensity_t
+    if reference is not None:
+        details["reference"] = reference
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(details_path, json.dumps(details, indent=2) + "\n")
 
@@ -211,4 +241,7 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
           f"test dice {metrics['dice_mean']:.4f} (per-image mean), {metrics['dice_global']:.4f} (global); "
           f"baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, untrained "
           f"{b['untrained']['dice_mean']:.4f}, empty {b['empty']['dice_mean']:.4f} -> {metrics_path}")
+    if reference is not None:
+        print(f"against the reference set: dice {reference['all']['dice_mean']:.4f} (per-image mean); "
+              f"the labels themselves {reference['labels_vs_reference']['dice_mean']:.4f}")
     return metrics

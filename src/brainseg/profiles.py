@@ -91,13 +91,17 @@ def overrides(base: dict, changes: dict) -> list[str]:
     return [f"{'' if key in existing else '+'}{key}={hydra_value(value)}" for key, value in flatten(changes).items()]
 
 
-def changes_for(profile: dict, local: str | None, must_exist: bool = True) -> dict:
-    """The profile, switched to the `local` source at `local` when given."""
-    if local is None:
-        return profile
-    if must_exist and not Path(local).expanduser().exists():
-        raise ConfigError(f"{local}: no such file or folder; --local takes the Kaggle zip or its extracted folder")
-    return merge(profile, {"data": {"source": "local", "local_path": local}})
+def changes_for(profile: dict, local: str | None, must_exist: bool = True, reference: str | None = None) -> dict:
+    """The profile, switched to the `local` source at `local` (and the reference set to the local one at
+    `reference`) when given."""
+    for option, path in (("--local", local), ("--reference", reference)):
+        if must_exist and path is not None and not Path(path).expanduser().exists():
+            raise ConfigError(f"{path}: no such file or folder; {option} takes a dataset zip or its extracted folder")
+    if local is not None:
+        profile = merge(profile, {"data": {"source": "local", "local_path": local}})
+    if reference is not None:
+        profile = merge(profile, {"reference": {"source": "local", "local_path": reference}})
+    return profile
 
 
 def exp_command(name: str, sets: list[str], extra: list[str]) -> list[str]:
@@ -150,12 +154,14 @@ def run_record(name: str, profile: Path, command: list[str], dvc_command: list[s
     """
     ref = experiment_ref(commit, name)
     params = yaml.safe_load(_git("show", f"{ref}:params.yaml"))
-    manifest = read_json_at(ref, "data/download.json") or {}
-    archive = None
-    if params["data"]["source"] == "local":
-        # The file name and its hash identify the data; the path on this machine would only leak it.
-        archive = {"file": Path(params["data"]["local_path"]).name, "sha256": manifest.get("archive_sha256")}
-        params["data"]["local_path"] = archive["file"]
+    archives = {}
+    for section, manifest_path in (("data", "data/download.json"), ("reference", "data/reference.json")):
+        if params.get(section, {}).get("source") == "local":
+            # The file name and its hash identify the data; the path on this machine would only leak it.
+            manifest = read_json_at(ref, manifest_path) or {}
+            archives[section] = {"file": Path(params[section]["local_path"]).name,
+                                 "sha256": manifest.get("archive_sha256")}
+            params[section]["local_path"] = archives[section]["file"]
     return {
         "run": name,
         "profile": str(profile),
@@ -167,7 +173,8 @@ def run_record(name: str, profile: Path, command: list[str], dvc_command: list[s
         "wall_time_s": round(wall_s, 1),
         "hardware": _hardware(),
         "params": params,
-        "data_archive": archive,
+        "data_archive": archives.get("data"),
+        "reference_archive": archives.get("reference"),
         "data": read_json_at(ref, "metrics/data.json"),
         "train": read_json_at(ref, "metrics/train/metrics.json"),
         "test": read_json_at(ref, "metrics/test.json"),
@@ -176,12 +183,12 @@ def run_record(name: str, profile: Path, command: list[str], dvc_command: list[s
 
 
 def portable_argv(argv: list[str]) -> list[str]:
-    """`argv` for a record others read: --local cut to the archive's file name (its SHA-256 is recorded
+    """`argv` for a record others read: --local and --reference cut to the archive's file name (its SHA-256 is recorded
     beside it), --record to its file name unless it is a path inside the repository."""
     out = list(argv)
     for i, arg in enumerate(out[:-1]):
         value = Path(out[i + 1])
-        if arg == "--local" or (arg == "--record" and (value.is_absolute() or ".." in value.parts)):
+        if arg in ("--local", "--reference") or (arg == "--record" and (value.is_absolute() or ".." in value.parts)):
             out[i + 1] = value.name
     return out
 
@@ -199,7 +206,7 @@ def append_record(path: Path, record: dict) -> None:
 SUMMARY_COLUMNS = {  # header -> (key in metrics/test.json, format); all at the original image size
     "per-image Dice": ("dice_mean", ".3f"), "global Dice": ("dice_global", ".3f"), "box Dice": ("box_dice_mean", ".3f"),
     "localisation hits": ("localisation_hit_rate", ".3f"), "tumors found": ("tumor_sensitivity", ".3f"),
-    "HD95 median (px)": ("hd95_px_median", ".1f"),
+    "HD95 median (px)": ("hd95_px_median", ".1f"), "Dice vs reference": ("reference.dice_mean", ".3f"),
 }
 
 
@@ -215,8 +222,8 @@ def summary_table(runs: list[dict]) -> str:
         cells = [f"`{r['run']}`", str(r["params"]["seed"]), str(r["params"]["preprocess"]["image_size"]),
                  f"{r['train']['best_epoch']} of {r['params']['train']['epochs']}", _hardware_text(r["hardware"]),
                  f"{r['wall_time_s'] / 60:.0f} min"]
-        cells += [format(r["test"][key], fmt) if r["test"][key] is not None else "—"
-                  for key, fmt in SUMMARY_COLUMNS.values()]
+        test = flatten(r["test"])
+        cells += [format(test[key], fmt) if test.get(key) is not None else "—" for key, fmt in SUMMARY_COLUMNS.values()]
         lines.append("| " + " | ".join(cells) + " |")
     groups: dict[str, list[dict]] = {}
     for r in runs:
@@ -227,8 +234,9 @@ def summary_table(runs: list[dict]) -> str:
         names = ", ".join(f"`{r['run']}`" for r in group)
         cells = [f"mean ± SD of {names}"] + [""] * (len(header) - len(SUMMARY_COLUMNS) - 1)
         for key, fmt in SUMMARY_COLUMNS.values():
-            values = np.array([r["test"][key] for r in group], dtype=float)
-            cells.append(f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}")
+            values = np.array([flatten(r["test"]).get(key) for r in group], dtype=float)  # None -> nan
+            cells.append("—" if np.isnan(values).any() else
+                         f"{format(values.mean(), fmt)} ± {format(values.std(ddof=1), fmt)}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -240,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("profile", type=Path, nargs="?",
                         help="a YAML file of params.yaml keys to change, e.g. configs/kaggle-cpu.yaml")
     parser.add_argument("--local", metavar="PATH", help="use the local source: the Kaggle zip or its extracted folder")
+    parser.add_argument("--reference", metavar="PATH",
+                        help="score the test images against this reference set too: a dataset zip or folder")
     parser.add_argument("-n", "--name", help="experiment name (default: the profile's file name)")
     parser.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="one more override, after the profile's (repeatable)")
@@ -258,7 +268,11 @@ def main(argv: list[str] | None = None) -> None:
 
     base = read_yaml(Path("params.yaml"), "file not found; run from the repository root")
     profile = read_profile(args.profile)
-    changes = changes_for(profile, args.local)
+    changes = changes_for(profile, args.local, reference=args.reference)
+    if (args.local and flatten(changes).get("reference.source") == "kaggle"
+            and not any(s.startswith("reference.source=") for s in args.sets)):
+        raise ConfigError(f"{args.profile} also fetches a reference set from Kaggle; with --local, pass --reference "
+                          "PATH (its zip or folder) too, or -S reference.source=none to go without it")
     try:
         parse_params(merge(base, changes))
     except ConfigError as err:
@@ -279,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(result.returncode)
     if args.record:
         # The same command with the archive's file name for its path: what a reader can repeat.
-        portable = changes_for(profile, Path(args.local).name if args.local else None, must_exist=False)
+        portable = changes_for(profile, Path(args.local).name if args.local else None, must_exist=False,
+                               reference=Path(args.reference).name if args.reference else None)
         record = run_record(name, args.profile, ["brainseg-exp", *portable_argv(argv)],
                             exp_command(name, overrides(base, portable) + args.sets, extra),
                             time.perf_counter() - start, commit, dirty)

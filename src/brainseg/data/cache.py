@@ -91,14 +91,16 @@ def original_masks(raw_dir: Path, index_rows, categories: Sequence[str] = ()) ->
     """
     samples, _ = read_layout(raw_dir, categories)
     by_key = {(s.split, s.name): s for s in samples}
-    masks = []
-    for row in index_rows.itertuples():
-        sample = by_key[(row.split, row.file)]
-        if sample.mask_file is not None:
-            masks.append(read_mask_file(sample.mask_file))
-        else:
-            masks.append(_coco_mask(sample, int(row.height), int(row.width)))
-    return masks
+    return [sample_mask(by_key[(row.split, row.file)], int(row.height), int(row.width))
+            for row in index_rows.itertuples()]
+
+
+def sample_mask(sample: Sample, height: int, width: int) -> np.ndarray | None:
+    """The sample's truth mask: its mask file as stored, or its annotations rasterised at height x width
+    (its image's size); None when the mask file cannot be decoded."""
+    if sample.mask_file is not None:
+        return read_mask_file(sample.mask_file)
+    return _coco_mask(sample, height, width)
 
 
 def preprocess(raw_dir: Path, out_dir: Path, size: int, categories: Sequence[str] = (),

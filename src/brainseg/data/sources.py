@@ -1,7 +1,8 @@
 """Data sources: phantom (built in), kaggle (the official client) and local (zip or folder).
 
-Whatever the source, the result lands in `data/raw/` in one layout (Roboflow COCO split
-folders), written to a temporary folder first and renamed into place only when complete.
+Whatever the source, the dataset lands in `data/raw/` (an optional reference set in
+`data/reference/`) as found at the dataset's root, written to a temporary folder first and
+renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from brainseg.config import DataConfig, kaggle_dataset_parts
+from brainseg.config import DataConfig, ReferenceConfig, kaggle_dataset_parts
 from brainseg.data.archive import atomic_write_text, safe_extract_zip, staging_dir
 from brainseg.data.layout import find_dataset_root
 from brainseg.data.phantom import PhantomSpec, write_phantom_archive
@@ -158,26 +159,26 @@ def _count_files(root: Path) -> int:
     return sum(1 for p in root.rglob("*") if p.is_file())
 
 
-def download(cfg: DataConfig, seed: int, raw_dir: Path, manifest_path: Path) -> dict:
-    """Fetch the configured source into `raw_dir`; write a manifest (source, SHA-256, file count)."""
+def _fetch(source: str, raw_dir: Path, *, kaggle_dataset: str | None, local_path: str | None, local_key: str,
+           max_archive_mb: int, retries: int, make_archive=None) -> dict:
+    """Fetch one dataset into `raw_dir` (staged, renamed into place when complete); its manifest.
+
+    `make_archive(path)` writes the zip for the phantom source.
+    """
     with tempfile.TemporaryDirectory(prefix="brainseg-download-") as scratch:
         scratch = Path(scratch)
-        manifest: dict = {"source": cfg.source}
+        manifest: dict = {"source": source}
         folder: Path | None = None
-        if cfg.source == "phantom":
-            archive = scratch / "phantom.zip"
-            ph = cfg.phantom
-            spec = PhantomSpec(image_size=ph.image_size, difficulty=ph.difficulty,
-                               tumor_free_fraction=ph.tumor_free_fraction,
-                               two_tumor_fraction=ph.two_tumor_fraction)
-            write_phantom_archive(archive, {"train": ph.train, "valid": ph.valid, "test": ph.test}, spec, seed)
-        elif cfg.source == "kaggle":
-            archive = _kaggle_download(cfg.kaggle_dataset, scratch, cfg.download_retries)
-            manifest["dataset"] = cfg.kaggle_dataset
+        if make_archive is not None:
+            archive = scratch / f"{source}.zip"
+            make_archive(archive)
+        elif source == "kaggle":
+            archive = _kaggle_download(kaggle_dataset, scratch, retries)
+            manifest["dataset"] = kaggle_dataset
         else:
-            path = Path(cfg.local_path).expanduser()
+            path = Path(local_path).expanduser()
             if not path.exists():
-                raise DataSourceError(f"data.local_path {path} does not exist; point it at the dataset zip or folder")
+                raise DataSourceError(f"{local_key} {path} does not exist; point it at the dataset zip or folder")
             archive, folder = (None, path) if path.is_dir() else (path, None)
             manifest["local_file"] = path.name  # not the path: manifests are committed, paths are this machine's
 
@@ -186,7 +187,7 @@ def download(cfg: DataConfig, seed: int, raw_dir: Path, manifest_path: Path) -> 
                 manifest["archive_sha256"] = sha256_file(archive)
                 extracted = staging / "extracted"
                 extracted.mkdir()
-                safe_extract_zip(archive, extracted, cfg.max_archive_mb * 2**20)
+                safe_extract_zip(archive, extracted, max_archive_mb * 2**20)
                 root = find_dataset_root(extracted)
             else:
                 root = find_dataset_root(folder)
@@ -200,5 +201,41 @@ def download(cfg: DataConfig, seed: int, raw_dir: Path, manifest_path: Path) -> 
                     shutil.copy2(entry, staging / entry.name)
             shutil.rmtree(staging / "extracted", ignore_errors=True)
             manifest["files"] = _count_files(staging)
+    return manifest
+
+
+def download(cfg: DataConfig, seed: int, raw_dir: Path, manifest_path: Path) -> dict:
+    """Fetch the configured source into `raw_dir`; write a manifest (source, SHA-256, file count)."""
+    make_archive = None
+    if cfg.source == "phantom":
+        ph = cfg.phantom
+        spec = PhantomSpec(image_size=ph.image_size, difficulty=ph.difficulty,
+                           tumor_free_fraction=ph.tumor_free_fraction, two_tumor_fraction=ph.two_tumor_fraction)
+        counts = {"train": ph.train, "valid": ph.valid, "test": ph.test}
+
+        def make_archive(path: Path) -> None:
+            write_phantom_archive(path, counts, spec, seed)
+
+    manifest = _fetch(cfg.source, raw_dir, kaggle_dataset=cfg.kaggle_dataset, local_path=cfg.local_path,
+                      local_key="data.local_path", max_archive_mb=cfg.max_archive_mb, retries=cfg.download_retries,
+                      make_archive=make_archive)
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def download_reference(ref: ReferenceConfig, data: DataConfig, ref_dir: Path, manifest_path: Path) -> dict:
+    """Fetch the reference set (a second truth for the test images) into `ref_dir`, like `download`.
+
+    With no reference configured, `ref_dir` holds only a note saying so (the stage's outputs always
+    exist, and DVC warns about an empty folder).
+    """
+    if ref.source == "none":
+        with staging_dir(ref_dir) as staging:
+            (staging / "README.txt").write_text("No reference set: reference.source is none in params.yaml.\n")
+            manifest = {"source": "none"}
+    else:
+        manifest = _fetch(ref.source, ref_dir, kaggle_dataset=ref.kaggle_dataset, local_path=ref.local_path,
+                          local_key="reference.local_path", max_archive_mb=data.max_archive_mb,
+                          retries=data.download_retries)
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     return manifest
