@@ -19,7 +19,8 @@ def repo(pipeline_repo: Path) -> Path:
 def test_every_declared_output_exists(repo):
     for split in ("train", "valid", "test"):
         assert (repo / "data/raw" / split / "_annotations.coco.json").is_file()
-    for path in ["data/download.json", "data/processed/images.npy", "data/processed/masks.npy",
+    for path in ["data/download.json", "data/reference.json", "data/reference/README.txt",
+                 "data/processed/images.npy", "data/processed/masks.npy",
                  "data/processed/index.csv", "data/splits/train.txt", "data/splits/val.txt", "data/splits/test.txt",
                  "models/model.pt", "models/model.onnx", "models/model.ts", "models/model.json",
                  "metrics/data.json", "metrics/train/metrics.json", "metrics/test.json", "metrics/test_details.json",

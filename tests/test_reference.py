@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from brainseg.config import DataConfig, ReferenceConfig
 from brainseg.data.cache import sample_mask
 from brainseg.data.layout import read_layout
 from brainseg.data.reference import ReferenceError, pair_with_reference, read_mapping, reference_masks
+from brainseg.data.sources import download_reference
 from brainseg.evaluate import score_against_reference
 from tiny_repo import copy_repo, run
 
@@ -163,3 +165,20 @@ def test_committed_mapping_matches_the_shared_one():
     shared = pd.read_csv(SHARED / "kaggle-figshare-split.csv", dtype=str)
     committed = pd.read_csv(ROOT / "configs/references/figshare-kaggle.csv", dtype=str)
     assert dict(zip(committed.figshare, committed.kaggle)) == dict(zip(shared.figshare_id, shared.kaggle_file))
+
+
+@pytest.mark.skipif(not (SHARED / "brain-tumor-segmentation-figshare.zip").is_file(), reason="needs ../shared/data")
+def test_kaggle_boxes_score_about_055_against_the_expert_outlines(tmp_path):
+    """The data README measured 0.546 per-image Dice for the box labels of the 215 test slices against the
+    expert outlines; the reference path (mapping, layouts, nearest resizing to 640 px) must find the same."""
+    for name, zip_name in (("boxes", "brain-tumor-image-dataset-semantic-segmentation.zip"),
+                           ("outlines", "brain-tumor-segmentation-figshare.zip")):
+        download_reference(ReferenceConfig(source="local", local_path=str(SHARED / zip_name)), DataConfig(),
+                           tmp_path / name, tmp_path / f"{name}.json")
+    boxes = [s for s in read_layout(tmp_path / "boxes")[0] if s.split == "test"]
+    rows = pd.DataFrame({"file": [s.name for s in boxes], "height": 640, "width": 640})
+    names, outlines = reference_masks(tmp_path / "outlines", rows, ROOT / "configs/references/figshare-kaggle.csv")
+    assert len(set(names)) == 215
+    truths = [sample_mask(s, s.height, s.width) for s in boxes]
+    _, scores = score_against_reference(np.zeros((215, 8, 8), np.float32), truths, outlines, 0.5, 0)
+    assert scores["labels_vs_reference"]["dice_mean"] == pytest.approx(0.546, abs=0.006)

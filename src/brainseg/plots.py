@@ -71,3 +71,27 @@ def curves_figure(history: dict[str, pd.DataFrame], sweep: pd.DataFrame, thresho
                 xlim=(0, 1), ylim=(0, 1))
     fig.tight_layout()
     _save(fig, path)
+
+
+def comparison_grid(cases: list[tuple[str, np.ndarray, dict[str, np.ndarray]]],
+                    rows: list[tuple[str, list[tuple[str, str]]]], title: str, footer: str, path: Path) -> None:
+    """One column per case (caption, image, named masks), one row per view: (label, [(mask name, color)]),
+    the masks drawn as outlines over the image."""
+    fig, axes = plt.subplots(len(rows), len(cases), figsize=(2.1 * len(cases), 2.2 * len(rows) + 0.6), squeeze=False)
+    for c, (caption, image, masks) in enumerate(cases):
+        for r, (label, drawn) in enumerate(rows):
+            ax = axes[r][c]
+            ax.imshow(image, cmap="gray", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for name, color in drawn:
+                if masks[name].any():
+                    ax.contour(masks[name].astype(float), levels=[0.5], colors=color, linewidths=1.2)
+            if r == 0:
+                ax.set_title(caption, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.text(0.5, 0.005, footer, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    _save(fig, path)

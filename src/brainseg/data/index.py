@@ -5,7 +5,8 @@ Its own module so that the stages that only read the index do not depend on the 
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
@@ -21,3 +22,18 @@ def read_index(processed_dir: Path) -> pd.DataFrame:
 def sample_keys(index: pd.DataFrame) -> pd.Series:
     """Unique, human-readable row keys: `<original split>/<file>`."""
     return index["split"] + "/" + index["file"]
+
+
+def names_index(names: list[str]) -> dict[str, list[int]]:
+    """Positions of each name, also under the name without its extension (`12` finds `12.png`), so one
+    list of names (a split file, a reference mapping) serves a dataset in PNG and its JPEG copy."""
+    found: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        found[name].append(i)
+        if without_extension(name) != name:
+            found[without_extension(name)].append(i)
+    return found
+
+
+def without_extension(name: str) -> str:
+    return str(PurePosixPath(name).with_suffix(""))

@@ -9,8 +9,8 @@ image's original size (nearest neighbour, so a mask stays a mask).
 from __future__ import annotations
 
 import csv
-from collections import Counter, defaultdict
-from pathlib import Path, PurePosixPath
+from collections import Counter
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,6 +18,7 @@ import pandas as pd
 
 from brainseg.config import REFERENCE_MAPPINGS_DIR
 from brainseg.data.cache import sample_mask
+from brainseg.data.index import names_index, without_extension
 from brainseg.data.layout import read_layout
 from brainseg.errors import BrainsegError
 
@@ -28,21 +29,6 @@ class ReferenceError(BrainsegError, ValueError):
 
 def _listing(items: list[str]) -> str:
     return ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
-
-
-def names_index(names: list[str]) -> dict[str, list[int]]:
-    """Positions of each name, also under the name without its extension (`12` finds `12.png`), so
-    one list serves a dataset in PNG and its JPEG copy."""
-    found: dict[str, list[int]] = defaultdict(list)
-    for i, name in enumerate(names):
-        found[name].append(i)
-        if _stem(name) != name:
-            found[_stem(name)].append(i)
-    return found
-
-
-def _stem(name: str) -> str:
-    return str(PurePosixPath(name).with_suffix(""))
 
 
 def read_mapping(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
@@ -78,7 +64,7 @@ def pair_with_reference(test_files: list[str], reference_names: list[str],
     """
     tests, refs = names_index(test_files), names_index(reference_names)
     if mapping is None:
-        wanted = {file: file if file in refs else _stem(file) for file in test_files}
+        wanted = {file: file if file in refs else without_extension(file) for file in test_files}
     else:
         header, rows = mapping
         hits = [sum(row[c] in tests for row in rows) for c in (0, 1)]

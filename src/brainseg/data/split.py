@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
-from collections import Counter, defaultdict
-from pathlib import Path, PurePosixPath
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from brainseg.config import SPLIT_FILES_DIR
 from brainseg.data.archive import staging_dir
-from brainseg.data.index import sample_keys
+from brainseg.data.index import names_index, sample_keys
 from brainseg.errors import BrainsegError
 
 SUBSETS = ("train", "val", "test")
@@ -68,7 +69,7 @@ def _listing(items: list[str]) -> str:
 def read_split_file(path: Path) -> list[tuple[str, str]]:
     """(name, subset) rows of a split CSV with the columns `file` and `subset`, checked line by line."""
     if not path.is_file():
-        raise SplitError(f"split.file {path} does not exist; split files live in configs/splits/")
+        raise SplitError(f"split.file {path} does not exist; split files live in {SPLIT_FILES_DIR}/")
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if not {"file", "subset"} <= set(reader.fieldnames or ()):
@@ -94,13 +95,7 @@ def file_split(index: pd.DataFrame, path: Path, unlisted: str = "error") -> dict
     """
     rows = read_split_file(path)
     keys = sample_keys(index).tolist()
-    files = index["file"].tolist()
-    by_name: dict[str, list[int]] = defaultdict(list)
-    for i, file in enumerate(files):
-        by_name[file].append(i)
-        stem = str(PurePosixPath(file).with_suffix(""))
-        if stem != file:
-            by_name[stem].append(i)
+    by_name = names_index(index["file"].tolist())
     unknown = [name for name, _ in rows if name not in by_name]
     if unknown:
         raise SplitError(f"{path}: {len(unknown)} name(s) match no image of the dataset: {_listing(unknown)}. "
