@@ -82,13 +82,14 @@ def main() -> None:
     for group, picked in chosen:
         for row in picked.itertuples():
             region = _crop_box(list(row.masks.values()), row.image.shape)
-            cases.append((f"{group}: slice {row.id}\nbox model {row.box_model_dice:.2f}, "
-                          f"outline model {row.outline_model_dice:.2f}",
+            cases.append((f"{group}: slice {row.id}\nDice {row.box_model_dice:.2f} (boxes), "
+                          f"{row.outline_model_dice:.2f} (outlines)",
                           row.image[region], {k: v[region] for k, v in row.masks.items()}))
     comparison_grid(cases, [("expert outline (green),\nKaggle box (yellow)", [("outline", "lime"), ("box", "yellow")]),
                             ("trained on boxes (red)", [("outline", "lime"), ("box model", "red")]),
                             ("trained on outlines (red)", [("outline", "lime"), ("outline model", "red")])],
-                    f"{len(table)} test slices; Dice against the expert outline", ATTRIBUTION, args.out)
+                    f"Test slices ranked by the outline-trained model (of {len(table)}); "
+                    "Dice against the expert outline of models trained on boxes and on outlines", ATTRIBUTION, args.out)
     print(f"{args.out}: mean Dice vs outlines: box {table.box_dice.mean():.3f}, box model "
           f"{table.box_model_dice.mean():.3f}, outline model {table.outline_model_dice.mean():.3f}")
 

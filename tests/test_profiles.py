@@ -225,12 +225,13 @@ def test_summary_shows_the_reference_score_where_runs_have_one():
 
 
 
-def test_committed_results_page_shows_the_committed_records(capsys):
-    records = ROOT / "results" / "kaggle.json"
+@pytest.mark.parametrize("page", ["kaggle", "outlines"])
+def test_committed_results_page_shows_the_committed_records(capsys, page):
+    records = ROOT / "results" / f"{page}.json"
     main(["--summarize", str(records)])
     table = capsys.readouterr().out
     assert table.count("\n") >= 3
-    assert table in (ROOT / "results" / "kaggle.md").read_text()
+    assert table in (ROOT / "results" / f"{page}.md").read_text()
 
 
 def _strings(value):

@@ -14,10 +14,10 @@ import pandas as pd  # noqa: E402
 _PNG_META = {"Software": None}  # keeps PNG bytes identical across matplotlib patch releases
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, dpi: int = 100) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, metadata=_PNG_META)
+    fig.savefig(tmp, dpi=dpi, metadata=_PNG_META)
     plt.close(fig)
     tmp.replace(path)
 
@@ -74,9 +74,10 @@ def curves_figure(history: dict[str, pd.DataFrame], sweep: pd.DataFrame, thresho
 
 
 def comparison_grid(cases: list[tuple[str, np.ndarray, dict[str, np.ndarray]]],
-                    rows: list[tuple[str, list[tuple[str, str]]]], title: str, footer: str, path: Path) -> None:
+                    rows: list[tuple[str, list[tuple[str, str]]]], title: str, footer: str, path: Path,
+                    dpi: int = 72) -> None:
     """One column per case (caption, image, named masks), one row per view: (label, [(mask name, color)]),
-    the masks drawn as outlines over the image."""
+    the masks drawn as outlines over the image. 72 dpi keeps a grid of real slices small enough to commit."""
     fig, axes = plt.subplots(len(rows), len(cases), figsize=(2.1 * len(cases), 2.2 * len(rows) + 0.6), squeeze=False)
     for c, (caption, image, masks) in enumerate(cases):
         for r, (label, drawn) in enumerate(rows):
@@ -88,10 +89,10 @@ def comparison_grid(cases: list[tuple[str, np.ndarray, dict[str, np.ndarray]]],
                 if masks[name].any():
                     ax.contour(masks[name].astype(float), levels=[0.5], colors=color, linewidths=1.2)
             if r == 0:
-                ax.set_title(caption, fontsize=8)
+                ax.set_title(caption, fontsize=7)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.text(0.5, 0.005, footer, ha="center", va="bottom", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _save(fig, path)
+    _save(fig, path, dpi)
