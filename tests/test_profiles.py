@@ -92,6 +92,13 @@ def test_dry_run_prints_the_dvc_command(capsys, monkeypatch):
         "-S", "reference.mapping=configs/references/figshare-kaggle.csv", "-S", "seed=7", "--queue"]
 
 
+def test_a_user_set_replaces_the_profile_value_instead_of_repeating_it(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    main(["configs/figshare-cpu.yaml", "--dry-run", "-S", "preprocess.image_size=192"])
+    command = capsys.readouterr().out
+    assert command.count("preprocess.image_size=") == 1 and command.rstrip().endswith("preprocess.image_size=192")
+
+
 def test_local_data_with_a_kaggle_reference_asks_for_the_reference(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     archive = tmp_path / "boxes.zip"

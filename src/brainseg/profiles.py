@@ -85,10 +85,13 @@ def hydra_value(value: Any) -> str:
     raise ConfigError(f"cannot pass {value!r} ({type(value).__name__}) to dvc exp run -S")
 
 
-def overrides(base: dict, changes: dict) -> list[str]:
-    """`-S` arguments that turn `base` into merge(base, changes); keys new to params.yaml get `+`."""
+def overrides(base: dict, changes: dict, sets: list[str] = ()) -> list[str]:
+    """`-S` arguments that turn `base` into merge(base, changes), then `sets` (the user's own `-S`, which
+    replace the profile's value of the same key rather than repeat it); keys new to params.yaml get `+`."""
     existing = flatten(base)
-    return [f"{'' if key in existing else '+'}{key}={hydra_value(value)}" for key, value in flatten(changes).items()]
+    own = {s.split("=", 1)[0].lstrip("+") for s in sets}
+    return [f"{'' if key in existing else '+'}{key}={hydra_value(value)}"
+            for key, value in flatten(changes).items() if key not in own] + list(sets)
 
 
 def changes_for(profile: dict, local: str | None, must_exist: bool = True, reference: str | None = None) -> dict:
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         raise ConfigError(f"{args.profile}: {err}") from None
     name = args.name or args.profile.stem
-    command = exp_command(name, overrides(base, changes) + args.sets, extra)
+    command = exp_command(name, overrides(base, changes, args.sets), extra)
     print(shlex.join(command), flush=True)
     if args.record and "--queue" in extra:
         raise ConfigError("--record cannot record a queued run: it runs later, under `dvc queue start`. "
@@ -296,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         portable = changes_for(profile, Path(args.local).name if args.local else None, must_exist=False,
                                reference=Path(args.reference).name if args.reference else None)
         record = run_record(name, args.profile, ["brainseg-exp", *portable_argv(argv)],
-                            exp_command(name, overrides(base, portable) + args.sets, extra),
+                            exp_command(name, overrides(base, portable, args.sets), extra),
                             time.perf_counter() - start, commit, dirty)
         append_record(args.record, record)
         test = record["test"] or {}
