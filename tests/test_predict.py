@@ -141,6 +141,35 @@ def test_only_good_inputs_exit_zero(model_path, tmp_path):
     assert (tmp_path / "out" / "one_mask.png").is_file() and (tmp_path / "out" / "one_overlay.png").is_file()
 
 
+def test_existing_files_are_not_overwritten_without_asking(model_path, tmp_path):
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), _blob_image(50, 60, 4))
+    out = tmp_path / "out"
+    out.mkdir()
+    truth = out / "one_mask.png"
+    truth.write_bytes(b"a ground-truth mask")
+    result = run_cli(str(image), "--out", str(out), "--model", str(model_path))
+    assert result.returncode == 2 and "one_mask.png" in result.stderr and "--overwrite" in result.stderr
+    assert truth.read_bytes() == b"a ground-truth mask" and sorted(p.name for p in out.iterdir()) == ["one_mask.png"]
+
+    result = run_cli(str(image), "--out", str(out), "--model", str(model_path), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(truth), cv2.IMREAD_UNCHANGED).shape == (50, 60)
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_as_input(model_path, tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), _blob_image(50, 60, 5))
+    for _ in range(2):
+        result = run_cli(str(folder), "--out", str(folder / "masks"), "--model", str(model_path), "--overwrite")
+        assert result.returncode == 0, result.stderr
+    with open(folder / "masks" / "report.csv", newline="") as f:
+        assert [Path(row["file"]).name for row in csv.DictReader(f)] == ["a.png"]
+    assert sorted(p.name for p in (folder / "masks").iterdir()) == ["a_mask.png", "a_overlay.png", "report.csv",
+                                                                     "report.json"]
+
+
 @pytest.mark.parametrize("fmt", ["jpg", "none"])
 def test_overlay_format_option(model_path, tmp_path, fmt):
     from brainseg import predict

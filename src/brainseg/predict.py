@@ -5,7 +5,10 @@
 INPUT: image files or folders (searched recursively) of PNG/JPEG/TIFF/BMP, 8 or 16 bit, gray or
 RGB, any size; DICOM too when pydicom is installed. For every input, DIR gets `<stem>_mask.png`
 (0/255 at the original resolution) and `<stem>_overlay.png` (the image with the tumor outline in
-red; `--overlay jpg` writes a JPEG, 10x faster to encode, `--overlay none` skips it); the run writes `report.csv` and `report.json`. Exit code 0: all inputs segmented;
+red; `--overlay jpg` writes a JPEG, 10x faster to encode, `--overlay none` skips it); the run writes
+`report.csv` and `report.json`. It refuses to replace files already in DIR unless `--overwrite` is
+given, and never reads DIR's files as inputs when DIR lies inside an input folder.
+Exit code 0: all inputs segmented;
 1: some inputs failed (named on stderr and in the report); 2: usage error (e.g. missing model).
 
 Deployment needs only numpy, opencv and onnxruntime (requirements-deploy.txt): this module must
@@ -95,12 +98,14 @@ def read_gray(path: Path) -> np.ndarray:
     return image
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[Item], list[Row], int]:
+def collect_inputs(inputs: list[str], out_dir: Path | None = None) -> tuple[list[Item], list[Row], int]:
     """Files to process with unique output stems, rows for inputs that do not exist, and how many
-    files in folders were skipped as non-images."""
+    files in folders were skipped as non-images. Files under `out_dir` found by searching a folder are
+    left out: an earlier run's masks are not new scans."""
     paths: list[tuple[Path, Path]] = []  # (file, path relative to the input root, for the stem)
     missing: list[Row] = []
     skipped = 0
+    outputs = out_dir.resolve() if out_dir is not None else None
     for arg in inputs:
         root = Path(arg)
         if root.is_dir():
@@ -108,6 +113,8 @@ def collect_inputs(inputs: list[str]) -> tuple[list[Item], list[Row], int]:
                 rel = path.relative_to(root)
                 # hidden files include macOS "._x.png" resource forks, which are not images
                 if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+                    continue
+                if outputs is not None and path.resolve().is_relative_to(outputs):
                     continue
                 if path.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES:
                     paths.append((path, rel))
@@ -237,14 +244,29 @@ def _fail(path: Path | str, error: str) -> Row:
     return Row(file=str(path), status="error", error=error)
 
 
+REPORTS = ("report.csv", "report.json")
+
+
+def output_names(items: list[Item], overlay_format: str) -> list[str]:
+    """Every file a run writes into the output folder."""
+    suffixes = ["_mask.png"] + ([f"_overlay.{overlay_format}"] if overlay_format != "none" else [])
+    return [f"{item.stem}{suffix}" for item in items for suffix in suffixes] + list(REPORTS)
+
+
 def predict(inputs: list[str], out_dir: Path, model_path: Path, batch_size: int = 16,
-            overlay_format: str = "png") -> list[Row]:
+            overlay_format: str = "png", overwrite: bool = False) -> list[Row]:
     predictor = Predictor(model_path)
-    items, rows, skipped = collect_inputs(inputs)
+    items, rows, skipped = collect_inputs(inputs, out_dir)
     for row in rows:
         _fail(row.file, row.error)
     if not items and not rows:
         raise UsageError(f"no images found in {' '.join(inputs)}")
+    # Before any work: a mask of the same name may be someone's ground truth.
+    existing = [name for name in output_names(items, overlay_format) if (out_dir / name).exists()]
+    if existing and not overwrite:
+        shown = ", ".join(existing[:5]) + (f", ... ({len(existing)} in all)" if len(existing) > 5 else "")
+        raise UsageError(f"{out_dir} already holds {shown}; choose an empty output folder, or pass "
+                         "--overwrite to replace them")
     if skipped:
         print(f"brainseg-predict: skipped {skipped} non-image file(s) in folders", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,11 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="images per inference call (default: %(default)s)")
     parser.add_argument("--overlay", choices=OVERLAY_FORMATS, default="png",
                         help="overlay image format, or none (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files of the same names already in --out (default: refuse, naming them)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     try:
-        rows = predict(args.inputs, args.out, args.model, args.batch_size, args.overlay)
+        rows = predict(args.inputs, args.out, args.model, args.batch_size, args.overlay, args.overwrite)
     except UsageError as e:
         print(f"brainseg-predict: error: {e}", file=sys.stderr)
         return 2
