@@ -9,7 +9,7 @@ import pytest
 
 from brainseg.data.cache import BadImageError, load_sample, preprocess
 from brainseg.data.index import read_index
-from brainseg.imaging import to_uint8
+from brainseg.imaging import jpeg_problem, to_uint8
 from brainseg.data.layout import LayoutError, detect_layout, read_layout
 from brainseg.data.masks import decode_rle, rle_counts
 from brainseg.data.split import SplitError, predefined_split, random_group_split
@@ -188,12 +188,46 @@ def test_bad_images_error_names_all_or_skip_counts(tmp_path):
     write_coco(tmp_path / "c.json", tmp_path, {"ok.png": [], "broken.png": [], "gone.png": []})
     (tmp_path / "broken.png").write_bytes(b"not an image")
     (tmp_path / "gone.png").unlink()
-    with pytest.raises(BadImageError, match=r"broken\.png \(cannot be decoded\).*gone\.png \(missing\)"):
+    with pytest.raises(BadImageError,
+                       match=r"broken\.png \(unreadable or unsupported image file\).*gone\.png \(missing\)"):
         preprocess(tmp_path, tmp_path / "out", 32)
     assert not (tmp_path / "out").exists()
     audit = preprocess(tmp_path, tmp_path / "out", 32, on_bad_image="skip")
     assert audit["images_skipped"] == 2 and audit["images"] == 1
     assert list(read_index(tmp_path / "out").file) == ["ok.png"]
+
+
+def _jpeg(image: np.ndarray, *options: int) -> bytes:
+    return cv2.imencode(".jpg", image, list(options))[1].tobytes()
+
+
+def test_complete_jpegs_pass_in_every_encoding():
+    image = np.random.default_rng(0).integers(0, 255, (64, 80), dtype=np.uint8)
+    for options in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 2],
+                    [cv2.IMWRITE_JPEG_QUALITY, 100]):
+        data = _jpeg(image, *options)
+        assert jpeg_problem(data) is None, options
+        assert jpeg_problem(data + b"\x00" * 7) is None  # padding after the end marker is harmless
+
+
+def test_truncated_and_garbage_jpegs_are_named_and_never_half_grey(tmp_path):
+    """libjpeg decodes these with a warning only and fills the rest with grey; preprocess must refuse them."""
+    image = np.random.default_rng(1).integers(0, 255, (40, 50), dtype=np.uint8)
+    data = _jpeg(image)
+    for cut in (len(data) - 2, len(data) // 2, 200):
+        assert "truncated" in jpeg_problem(data[:cut])
+    garbage = data[:len(data) // 2] + np.random.default_rng(2).integers(0, 256, len(data) // 2, np.uint8).tobytes()
+    assert jpeg_problem(garbage + b"\xff\xd9") is not None
+
+    write_coco(tmp_path / "c.json", tmp_path, {"ok.jpg": [], "cut.jpg": []})
+    (tmp_path / "ok.jpg").write_bytes(data)
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    assert cv2.imread(str(tmp_path / "cut.jpg"), cv2.IMREAD_GRAYSCALE) is not None  # what libjpeg alone lets through
+    with pytest.raises(BadImageError, match=r"cut\.jpg \(the JPEG data ends before the end of the image"):
+        preprocess(tmp_path, tmp_path / "out", 32)
+    assert not (tmp_path / "out").exists()
+    audit = preprocess(tmp_path, tmp_path / "out", 32, on_bad_image="skip")
+    assert audit["images_skipped"] == 1 and list(read_index(tmp_path / "out").file) == ["ok.jpg"]
 
 
 def test_audit_groups_area_and_plot(tmp_path):

@@ -141,6 +141,14 @@ def test_only_good_inputs_exit_zero(model_path, tmp_path):
     assert (tmp_path / "out" / "one_mask.png").is_file() and (tmp_path / "out" / "one_overlay.png").is_file()
 
 
+def test_a_truncated_jpeg_is_reported_not_segmented(model_path, tmp_path):
+    data = cv2.imencode(".jpg", _blob_image(60, 60, 6))[1].tobytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    result = run_cli(str(tmp_path / "cut.jpg"), "--out", str(tmp_path / "out"), "--model", str(model_path))
+    assert result.returncode == 1 and "cut.jpg" in result.stderr and "truncated" in result.stderr
+    assert not (tmp_path / "out" / "cut_mask.png").exists()
+
+
 def test_existing_files_are_not_overwritten_without_asking(model_path, tmp_path):
     image = tmp_path / "one.png"
     cv2.imwrite(str(image), _blob_image(50, 60, 4))

@@ -22,12 +22,65 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.zeros(image.shape, np.uint8) if peak == 0 else np.rint(image * (255.0 / peak)).astype(np.uint8)
 
 
-def read_grayscale(path: Path) -> np.ndarray | None:
-    """Grayscale uint8 at full resolution, or None if undecodable.
+JPEG_SOI = b"\xff\xd8\xff"
+_UNCODED_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7: no length field
+
+
+def jpeg_problem(data: bytes) -> str | None:
+    """Why JPEG bytes are cut short or corrupt, or None when their markers run intact to end-of-image.
+
+    libjpeg decodes such files "successfully", with only a warning on stderr, and fills what is
+    missing with grey; a half-grey slice must not reach training or a report as if it were a scan.
+    Walks the marker segments; in entropy-coded data an FF byte is only followed by 00 (a stuffed
+    FF), D0-D7 (restart) or FF (fill), so anything else there is the next marker.
+    """
+    truncated = "the JPEG data ends before the end of the image (a truncated or partly copied file)"
+    pos, size, in_scan = 2, len(data), False
+    while True:
+        if in_scan:
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= size:
+                return truncated
+            if data[pos + 1] in (0x00, 0xFF) or 0xD0 <= data[pos + 1] <= 0xD7:
+                pos += 1 if data[pos + 1] == 0xFF else 2
+                continue
+            in_scan = False
+        if pos + 1 >= size:
+            return truncated
+        code = data[pos + 1]
+        if data[pos] != 0xFF or code == 0xD8 or (code < 0xC0 and code != 0x01):
+            return f"corrupt JPEG data (no valid marker at byte {pos})"
+        if code == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif code == 0xD9:  # end of image
+            return None
+        elif code in _UNCODED_MARKERS:
+            pos += 2
+        else:
+            if pos + 4 > size:
+                return truncated
+            end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+            if end < pos + 4:
+                return f"corrupt JPEG data (segment length below 2 at byte {pos})"
+            if end > size:
+                return truncated
+            in_scan, pos = code == 0xDA, end
+
+
+def read_grayscale(path: Path) -> np.ndarray | str:
+    """Grayscale uint8 at full resolution, or why the file cannot be used.
 
     Always a full decode (then area resizing by the caller): the exported model's preprocessing
     contract is the same two steps, so training and inference see identical pixels (libjpeg's
     reduced-scale decode would be ~15% faster here but would not match).
     """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(JPEG_SOI))
+            problem = jpeg_problem(head + fh.read()) if head == JPEG_SOI else None
+    except OSError as err:
+        return f"cannot be read: {err.strerror}"
+    if problem:
+        return problem
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
-    return None if image is None else to_uint8(image)
+    return "unreadable or unsupported image file" if image is None else to_uint8(image)

@@ -93,8 +93,8 @@ def read_gray(path: Path) -> np.ndarray:
     if path.suffix.lower() in DICOM_SUFFIXES:
         return _read_dicom(path)
     image = read_grayscale(path)
-    if image is None:
-        raise InputError("unreadable or unsupported image file")
+    if isinstance(image, str):
+        raise InputError(image)
     return image
 
 

@@ -71,8 +71,8 @@ def load_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, int,
         if mask is None:
             return f"{sample.mask_file} (mask missing or cannot be decoded)"
     image = read_grayscale(sample.file)
-    if image is None:
-        return f"{sample.file} (cannot be decoded)"
+    if isinstance(image, str):
+        return f"{sample.file} ({image})"
     height, width = image.shape
     if sample.mask_file is not None and mask.shape != (height, width):
         return f"{sample.file} (image is {height}x{width}, its mask {mask.shape[0]}x{mask.shape[1]})"
