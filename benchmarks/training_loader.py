@@ -6,6 +6,9 @@ training step is forward + backward + Adam on the params.yaml model. Whichever i
 training; the loader should never be it.
 
     python benchmarks/training_loader.py [--size 256] [--workers 0 1 2] [--batches 40] [--steps 5]
+
+The training step is timed in float32 and bf16 autocast (train.amp: bf16), each with and without
+train.channels_last: on CPUs with bf16 instructions both pay.
 """
 
 from __future__ import annotations
@@ -41,18 +44,22 @@ def loader_throughput(dataset: SliceDataset, batch_size: int, workers: int, batc
     return batches * batch_size / (time.perf_counter() - started)
 
 
-def step_throughput(params, size: int, batch_size: int, steps: int) -> float:
-    model = build_model(params.model)
+def step_throughput(params, size: int, batch_size: int, steps: int, channels_last: bool = False,
+                    bf16: bool = False) -> float:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(params.model).to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     criterion = SegmentationLoss(1.0, 1.0)
-    images = torch.rand(batch_size, 1, size, size)
+    images = torch.rand(batch_size, 1, size, size).contiguous(memory_format=memory_format)
     masks = (torch.rand(batch_size, 1, size, size) > 0.9).float()
     model.train()
     for step in range(steps + 1):
         if step == 1:  # the first step allocates; time the rest
             started = time.perf_counter()
         optimizer.zero_grad()
-        criterion(model(images), masks).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as train.amp: bf16 does
+            logits = model(images)
+        criterion(logits, masks).backward()
         optimizer.step()
     return steps * batch_size / (time.perf_counter() - started)
 
@@ -81,8 +88,10 @@ def main() -> None:
             figures = ", ".join(f"{workers} workers {loader_throughput(dataset, batch_size, workers, args.batches):,.0f}"
                                 for workers in args.workers)
             print(f"loader, {label}: {figures} images/s")
-    print(f"training step ({params.model.architecture} {params.model.encoder}, float32 CPU): "
-          f"{step_throughput(params, args.size, batch_size, args.steps):,.1f} images/s")
+    for channels_last, bf16 in ((False, False), (True, False), (False, True), (True, True)):
+        label = f"{'bf16 autocast' if bf16 else 'float32'}{', channels_last' if channels_last else ''}"
+        figure = step_throughput(params, args.size, batch_size, args.steps, channels_last, bf16)
+        print(f"training step ({params.model.architecture} {params.model.encoder}, CPU, {label}): {figure:,.1f} images/s")
 
 
 if __name__ == "__main__":
