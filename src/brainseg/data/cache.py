@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from brainseg.data.archive import atomic_write_bytes, staging_dir
 from brainseg.data.index import INDEX_COLUMNS
-from brainseg.data.layout import LayoutStats, Sample, read_layout
+from brainseg.data.layout import DROP_REASONS, LayoutStats, Sample, read_layout
 from brainseg.data.masks import decode_rle, rasterize_polygons
 from brainseg.errors import BrainsegError
 from brainseg.imaging import read_grayscale
@@ -168,7 +168,10 @@ def audit(index: pd.DataFrame, stats: LayoutStats, skipped: int = 0) -> dict:
         "polygon_vertices_median": float(np.median(stats.polygon_vertices)) if stats.polygon_vertices else 0.0,
         "rectangle_fraction": round(stats.rectangles / stats.polygons, 6) if stats.polygons else 0.0,
         "rle_annotations": stats.rle_annotations,
+        "box_annotations": stats.box_annotations,
         "annotations_orphaned": stats.orphan_annotations,
+        **{f"annotations_dropped_{reason}": stats.dropped_annotations.get(reason, 0)
+           for reason in DROP_REASONS},
         "masks_orphaned": stats.orphan_masks,
         "groups": int(len(group_sizes)),
         "groups_duplicated": int((group_sizes > 1).sum()),

@@ -14,6 +14,7 @@ Detected automatically (below any single-folder wrappers):
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainseg.data.masks import polygon_to_points, rle_counts
+from brainseg.data.masks import box_to_points, polygon_to_points, rle_counts
 from brainseg.errors import BrainsegError
 
 COCO_FILE = "_annotations.coco.json"
@@ -33,6 +34,9 @@ MASK_SUFFIX = "_mask"
 _ROBOFLOW_NAME = re.compile(r"^(?P<source>.+)_(?:jpe?g|png|bmp|tiff?)\.rf\.[0-9a-f]+\.", re.IGNORECASE)
 # Wrapper folders a dataset may sit under; deeper than this is not searched.
 _MAX_DEPTH = 4
+# Why an annotation is not drawn: its category is defined but outside the selection (e.g. the
+# supercategory), or its category_id is one the file does not define.
+DROP_REASONS = ("category_not_selected", "category_undefined")
 _IGNORED = ("__MACOSX",)
 
 
@@ -65,7 +69,9 @@ class LayoutStats:
     rectangles: int = 0
     rle_annotations: int = 0
     degenerate_polygons: int = 0
+    box_annotations: int = 0  # a bbox but no segmentation: filled as its box
     orphan_annotations: int = 0
+    dropped_annotations: dict[str, int] = field(default_factory=dict)  # DROP_REASONS -> count
     orphan_masks: int = 0
 
 
@@ -169,13 +175,19 @@ def tumor_category_ids(categories: list[dict], names: Sequence[str] = (), source
     Roboflow puts a supercategory first ("Tumor", supercategory "none"); the classes under it are tumors.
     """
     if names:
-        by_name = {str(c.get("name")): c["id"] for c in categories}
+        by_name: dict[str, list] = defaultdict(list)
+        for c in categories:
+            by_name[str(c.get("name"))].append(c["id"])
         unknown = [n for n in names if n not in by_name]
         if unknown:
             raise LayoutError(f"{source}: data.categories names {unknown} which the annotation file does not "
                               f"define; available: {sorted(by_name)}. Set data.categories to some of these, "
                               "or [] for all tumor classes")
-        return {by_name[n] for n in names}
+        ambiguous = {n: by_name[n] for n in names if len(by_name[n]) > 1}
+        if ambiguous:
+            raise LayoutError(f"{source}: category names {sorted(ambiguous)} each name several ids {ambiguous}; "
+                              "rename the categories in the annotation file so each name is unique")
+        return {by_name[n][0] for n in names}
     children = {c["id"] for c in categories if c.get("supercategory") not in (None, "none")}
     return children or {c["id"] for c in categories}
 
@@ -183,20 +195,32 @@ def tumor_category_ids(categories: list[dict], names: Sequence[str] = (), source
 def _add_segmentation(sample: Sample, ann: dict, coco_path: Path, stats: LayoutStats) -> None:
     segmentation = ann.get("segmentation")
     stats.annotations += 1
+    where = f"{coco_path}: annotation {ann.get('id')} of {sample.name}"
     if isinstance(segmentation, dict):  # RLE, as written for iscrowd: 1
         try:
             height, width = (int(v) for v in segmentation["size"])
             counts = rle_counts(segmentation["counts"])
         except (KeyError, TypeError, ValueError) as err:
-            raise LayoutError(f"{coco_path}: annotation {ann.get('id')} has an unreadable RLE ({err})") from None
+            raise LayoutError(f"{where} has an unreadable RLE ({err})") from None
         if sum(counts) != height * width:
-            raise LayoutError(f"{coco_path}: annotation {ann.get('id')}: RLE counts sum to {sum(counts)}, "
-                              f"not {height}x{width}; the file is corrupt")
+            raise LayoutError(f"{where}: RLE counts sum to {sum(counts)}, not {height}x{width}; the file is corrupt")
         stats.rle_annotations += 1
         sample.rles.append((counts, height, width))
         return
-    for flat in segmentation or []:
-        points = polygon_to_points(flat)
+    try:
+        if not segmentation:  # a detection-only annotation: its box is all there is
+            if "bbox" not in ann:
+                raise ValueError("it has neither a segmentation nor a bbox")
+            sample.polygons.append(box_to_points(ann["bbox"]))
+            stats.box_annotations += 1
+            return
+        if not isinstance(segmentation, list) or not all(isinstance(f, list) for f in segmentation):
+            raise ValueError("segmentation must be a list of polygons, [[x1, y1, x2, y2, ...], ...], "
+                             f"got {str(segmentation)[:80]}")
+        polygons = [polygon_to_points(flat) for flat in segmentation]
+    except ValueError as err:
+        raise LayoutError(f"{where}: {err}. Fix or remove the annotation") from None
+    for points in polygons:
         if points is None:
             stats.degenerate_polygons += 1
             continue
@@ -224,10 +248,17 @@ def read_coco(coco_path: Path, split: str, stats: LayoutStats, categories: Seque
         by_image: dict[int, list[dict]] = defaultdict(list)
         for ann in annotations:
             by_image[ann["image_id"]].append(ann)
-        known_ids = {img["id"] for img in images}
+        known_ids: dict = {}
+        for img in images:
+            if img["id"] in known_ids:
+                raise LayoutError(f"{coco_path}: image id {img['id']!r} is used by both {known_ids[img['id']]} and "
+                                  f"{img['file_name']}, so their annotations cannot be told apart; give each "
+                                  "image its own id")
+            known_ids[img["id"]] = img["file_name"]
         samples = [Sample(file=image_base / img["file_name"], split=split, group=group_id(img["file_name"]),
-                          height=int(img["height"]), width=int(img["width"]), name=img["file_name"])
-                   for img in images]
+                          height=_declared_size(img, "height", coco_path), width=_declared_size(img, "width", coco_path),
+                          name=img["file_name"]) for img in images]
+        defined = {c["id"] for c in coco.get("categories") or []}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         if isinstance(err, LayoutError):
             raise
@@ -235,9 +266,23 @@ def read_coco(coco_path: Path, split: str, stats: LayoutStats, categories: Seque
     stats.orphan_annotations += sum(len(v) for k, v in by_image.items() if k not in known_ids)
     for img, sample in zip(images, samples):
         for ann in by_image.get(img["id"], []):
-            if ann.get("category_id") in wanted:
+            category = ann.get("category_id")
+            if category in wanted:
                 _add_segmentation(sample, ann, coco_path, stats)
+            else:
+                reason = DROP_REASONS[0] if category in defined else DROP_REASONS[1]
+                stats.dropped_annotations[reason] = stats.dropped_annotations.get(reason, 0) + 1
     return sorted(samples, key=lambda s: s.name)
+
+
+def _declared_size(image: dict, key: str, coco_path: Path) -> int:
+    """An image's declared height or width: a positive whole number, or a LayoutError naming the image."""
+    value = image[key]
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value) or value <= 0):
+        raise LayoutError(f"{coco_path}: image {image.get('file_name')} declares {key} {value!r}; it must be "
+                          "a positive whole number of pixels. Fix the entry")
+    return int(value)
 
 
 def _read_pairs(root: Path, stats: LayoutStats) -> list[Sample]:

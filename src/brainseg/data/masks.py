@@ -7,12 +7,33 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def _finite_numbers(values: Sequence[float], what: str) -> np.ndarray:
+    """ValueError unless `values` is a list of finite numbers: a NaN or infinite vertex has no place in
+    the image, and dropping it would silently change the shape."""
+    if not isinstance(values, (list, tuple)) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ValueError(f"{what} must be a list of numbers, got {str(values)[:80]}")
+    numbers = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(numbers).all():
+        raise ValueError(f"{what} has coordinates that are not finite: {str(values)[:80]}")
+    return numbers
+
+
 def polygon_to_points(flat: Sequence[float]) -> np.ndarray | None:
     """COCO flat [x1, y1, x2, y2, ...] -> (K, 2) array, or None when it has fewer than 3 points."""
-    points = np.asarray(flat, dtype=np.float64)
+    points = _finite_numbers(flat, "a polygon")
     if points.size % 2 or points.size < 6:
         return None
     return points.reshape(-1, 2)
+
+
+def box_to_points(bbox: Sequence[float]) -> np.ndarray:
+    """COCO bbox [x, y, width, height] -> the 4 corners of its rectangle."""
+    values = _finite_numbers(bbox, "a bbox")
+    if values.size != 4 or values[2] <= 0 or values[3] <= 0:
+        raise ValueError(f"a bbox must be [x, y, width, height] with positive width and height, got {bbox}")
+    x, y, w, h = values
+    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
 
 
 def rasterize_polygons(polygons: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
