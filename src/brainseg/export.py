@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 import zipfile
 from importlib.metadata import version
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from brainseg.config import ExportConfig
-from brainseg.data.archive import atomic_write_text
+from brainseg.data.archive import atomic_write_text, temp_sibling
 from brainseg.errors import BrainsegError
 from brainseg.model import load_checkpoint
 
@@ -38,10 +37,6 @@ class ProbabilityNet(nn.Module):
         return torch.sigmoid(self.model(image))
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def _graph_nodes(graph):
     """Every node of an ONNX graph, including those of subgraphs (If/Loop bodies)."""
     for node in graph.node:
@@ -55,7 +50,7 @@ def _graph_nodes(graph):
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     import onnx
 
-    tmp = _tmp(path)
+    tmp = temp_sibling(path)
     torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset, verbose=False,
                       input_names=["image"], output_names=["probability"],
                       dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=1024)}})
@@ -71,7 +66,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    traced = _tmp(path.with_suffix(".traced"))
+    traced = temp_sibling(path.with_suffix(".traced"))
     # TorchScript is deprecated upstream but is still what C++ (libtorch) deployments load.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -79,7 +74,7 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> 
     # Rewrite the archive without its *.debug_pkl records (source ranges with absolute paths),
     # for the same reason as the ONNX metadata; the loader treats debug records as optional. The
     # serialization id is a checksum that covered those records: recompute it over what is kept.
-    tmp = _tmp(path)
+    tmp = temp_sibling(path)
     try:
         with zipfile.ZipFile(traced) as source, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as stripped:
             kept = [(info.filename, source.read(info.filename)) for info in source.infolist()

@@ -77,20 +77,55 @@ def safe_extract_zip(archive: Path, target: Path, max_bytes: int) -> int:
     return files
 
 
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_abandoned(parent: Path, prefix: str) -> list[Path]:
+    """Remove `parent/<prefix><pid>...` entries whose process no longer runs; return them.
+
+    A killed run (SIGKILL, power loss) cannot clean its scratch folders; the next run does. Entries
+    of a process that still runs are kept: it may be a concurrent run using them.
+    """
+    removed = []
+    for entry in parent.glob(f"{prefix}*") if parent.is_dir() else ():
+        digits = entry.name[len(prefix):].split("-", 1)[0]
+        if digits.isdigit() and not _pid_running(int(digits)):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+@contextmanager
+def scratch_dir(parent: Path, prefix: str):
+    """A temporary folder `parent/<prefix><pid>-<random>`, removed on exit; first removes what killed
+    earlier runs left under the same prefix."""
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(parent, prefix)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextmanager
 def staging_dir(final: Path):
     """Yield a temporary folder beside `final`; on success it atomically becomes `final`.
 
-    On any error the temporary folder is removed and `final` is left exactly as it was.
+    On any error the temporary folder is removed and `final` is left exactly as it was. Staging and
+    replaced folders that a killed run left beside `final` are removed first.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    remove_abandoned(final.parent, f".{final.name}.old-")
+    with scratch_dir(final.parent, f".{final.name}.tmp-") as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, final)
+        replace_dir(tmp, final)
 
 
 def replace_dir(src: Path, final: Path) -> None:
@@ -104,9 +139,16 @@ def replace_dir(src: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def temp_sibling(path: Path) -> Path:
+    """Where to write `path` before renaming it into place (this process's name; what killed runs
+    left under such names is removed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_abandoned(path.parent, f".{path.name}.tmp-")
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = temp_sibling(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

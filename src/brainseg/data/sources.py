@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 from brainseg.config import DataConfig, ReferenceConfig, kaggle_dataset_parts
-from brainseg.data.archive import atomic_write_text, safe_extract_zip, staging_dir
+from brainseg.data.archive import atomic_write_text, safe_extract_zip, scratch_dir, staging_dir
 from brainseg.data.layout import find_dataset_root
 from brainseg.data.phantom import PhantomSpec, write_phantom_archive
 from brainseg.errors import BrainsegError
@@ -165,8 +165,7 @@ def _fetch(source: str, raw_dir: Path, *, kaggle_dataset: str | None, local_path
 
     `make_archive(path)` writes the zip for the phantom source.
     """
-    with tempfile.TemporaryDirectory(prefix="brainseg-download-") as scratch:
-        scratch = Path(scratch)
+    with scratch_dir(Path(tempfile.gettempdir()), "brainseg-download-") as scratch:
         manifest: dict = {"source": source}
         folder: Path | None = None
         if make_archive is not None:
