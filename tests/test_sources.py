@@ -3,6 +3,7 @@ import stat
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from brainseg.config import DataConfig, PhantomConfig
@@ -45,8 +46,13 @@ def test_refuses_zip_bomb(tmp_path):
         zf.writestr("zeros.bin", b"\0" * 5_000_000)
     assert archive.stat().st_size < 50_000
     (tmp_path / "out").mkdir()
+    with pytest.raises(UnsafeArchiveError, match="compression ratio bound of 100:1"):
+        safe_extract_zip(archive, tmp_path / "out", 10**9)
+    # Incompressible data pass the ratio bound but not the size bound.
+    _zip(archive, {"noise.bin": np.random.default_rng(0).bytes(2_000_000)})
     with pytest.raises(UnsafeArchiveError, match="exceeds the bound"):
         safe_extract_zip(archive, tmp_path / "out", 1_000_000)
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_extracts_regular_members(tmp_path):

@@ -184,8 +184,8 @@ def _fetch(source: str, raw_dir: Path, *, kaggle_dataset: str | None, local_path
         with staging_dir(raw_dir) as staging:
             if archive is not None:
                 manifest["archive_sha256"] = sha256_file(archive)
-                extracted = staging / "extracted"
-                extracted.mkdir()
+                # A random hidden name: no member of the archive's top level can collide with it.
+                extracted = Path(tempfile.mkdtemp(prefix=".extracted-", dir=staging))
                 safe_extract_zip(archive, extracted, max_archive_mb * 2**20)
                 root = find_dataset_root(extracted)
             else:
@@ -198,7 +198,8 @@ def _fetch(source: str, raw_dir: Path, *, kaggle_dataset: str | None, local_path
                     shutil.copytree(entry, staging / entry.name, symlinks=False)
                 else:
                     shutil.copy2(entry, staging / entry.name)
-            shutil.rmtree(staging / "extracted", ignore_errors=True)
+            if archive is not None:
+                shutil.rmtree(extracted)
             manifest["files"] = _count_files(staging)
     return manifest
 
