@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -240,6 +241,42 @@ def test_missing_model_is_usage_error(tmp_path):
     assert result.returncode == 2
     assert "model not found" in result.stderr and "nope.onnx" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _copy_model(model_path: Path, folder: Path, **spec_changes) -> Path:
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(model_path.read_bytes())
+    spec = json.loads(model_path.with_suffix(".json").read_text())
+    for key, value in spec_changes.items():
+        spec[key] = value
+    (folder / "model.json").write_text(json.dumps(spec))
+    return folder / "model.onnx"
+
+
+@pytest.mark.parametrize("spec_changes, message", [
+    ({"input": {"name": "image", "shape": ["batch", 1, 2 * SIZE, 2 * SIZE]}},
+     rf"says the input is {2 * SIZE} px, but .*model\.onnx takes \['batch', 1, {SIZE}, {SIZE}\]"),
+    ({"threshold": 5}, r"threshold 5\.0 must lie strictly between 0 and 1"),
+], ids=["size-mismatch", "threshold"])
+def test_a_model_description_that_cannot_hold_is_refused_before_any_work(model_path, tmp_path, spec_changes,
+                                                                        message):
+    model = _copy_model(model_path, tmp_path / "model", **spec_changes)
+    cv2.imwrite(str(tmp_path / "one.png"), _blob_image(50, 60, 4))
+    result = run_cli(str(tmp_path / "one.png"), "--out", str(tmp_path / "out"), "--model", str(model))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(message, result.stderr) and "model.json" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("out", ["afile", "afile/sub"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(model_path, tmp_path, out):
+    (tmp_path / "afile").write_text("keep me")
+    cv2.imwrite(str(tmp_path / "one.png"), _blob_image(50, 60, 4))
+    result = run_cli(str(tmp_path / "one.png"), "--out", str(tmp_path / out), "--model", str(model_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert str(tmp_path / out) in result.stderr and "--out" in result.stderr
+    assert "predict:" not in result.stdout  # no summary: nothing was processed
+    assert (tmp_path / "afile").read_text() == "keep me"
 
 
 def test_import_does_not_load_torch():

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -174,6 +175,10 @@ class Predictor:
             self.min_component_px = int(postprocess.get("min_component_px", 0))
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise UsageError(f"{spec_path} is not a valid model description: {e!r}") from None
+        if not 0 < self.threshold < 1 or self.size < 1 or self.min_component_px < 0:
+            raise UsageError(f"{spec_path}: threshold {self.threshold} must lie strictly between 0 and 1, the input "
+                             f"size {self.size} and min_component_px {self.min_component_px} must be positive; "
+                             "export the model again")
 
         import onnxruntime as ort  # imported late so that --help and usage errors stay fast
 
@@ -181,7 +186,13 @@ class Predictor:
             self.session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for invalid models
             raise UsageError(f"cannot load model {model_path}: {e}") from None
-        self.input_name = self.session.get_inputs()[0].name
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        fixed = [d for d in model_input.shape[-2:] if isinstance(d, int)]
+        if any(d != self.size for d in fixed):
+            raise UsageError(f"{spec_path} says the input is {self.size} px, but {model_path} takes "
+                             f"{model_input.shape}: the two files come from different exports; keep the pair "
+                             "that the export stage wrote together")
 
     def preprocess(self, gray: np.ndarray) -> np.ndarray:
         resized = cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
@@ -267,9 +278,9 @@ def predict(inputs: list[str], out_dir: Path, model_path: Path, batch_size: int 
         shown = ", ".join(existing[:5]) + (f", ... ({len(existing)} in all)" if len(existing) > 5 else "")
         raise UsageError(f"{out_dir} already holds {shown}; choose an empty output folder, or pass "
                          "--overwrite to replace them")
+    _check_writable(out_dir)
     if skipped:
         print(f"brainseg-predict: skipped {skipped} non-image file(s) in folders", file=sys.stderr)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     # A pipeline: while ONNX Runtime runs batch k (it releases the GIL), threads decode batch k+1
     # and write the outputs of earlier batches (OpenCV codecs release the GIL too).
@@ -302,6 +313,18 @@ def predict(inputs: list[str], out_dir: Path, model_path: Path, batch_size: int 
 
     _write_reports(rows, out_dir, model_path, predictor)
     return rows
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Create the output folder and write a file in it, so that a bad --out fails before any work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file, not a folder; choose a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as e:
+        raise UsageError(f"cannot write to the output folder {out_dir}: {e.strerror or e}; "
+                         "choose another --out") from None
 
 
 def _collect(results: list) -> list[Row]:
