@@ -1,5 +1,5 @@
-"""Damaged and hostile zips through the download stage: a clear error (exit 2) naming the archive and the
-member, and data/raw exactly as it was."""
+"""Damaged and hostile zips, and folders holding links, through the download stage: a clear error (exit 2)
+naming the archive and member (or the link), and data/raw exactly as it was."""
 
 from __future__ import annotations
 
@@ -149,3 +149,19 @@ def test_a_member_named_like_the_extraction_folder_is_ordinary(workspace):
     assert (workspace / "data/raw/extracted/readme.txt").read_bytes() == b"x"
     assert sorted(p.name for p in (workspace / "data/raw").iterdir()) == ["extracted", "extracted.txt", "images", "masks"]
     os.remove(workspace / "named.zip")
+
+
+@pytest.mark.parametrize("link", ["system-file", "dangling", "loop"])
+def test_links_in_a_dataset_folder_are_refused(workspace, tmp_path, link):
+    folder = tmp_path / "dataset"
+    for name, data in _pairs().items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    target = {"system-file": "/etc/hostname", "dangling": str(tmp_path / "gone.png"), "loop": str(folder)}[link]
+    (folder / "images" / "3.png").symlink_to(target)
+    before = _snapshot(workspace / "data")
+    (workspace / "params.yaml").write_text(yaml.safe_dump({"data": {"source": "local", "local_path": str(folder)}}))
+    result = _download(workspace)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"data.local_path {folder} holds symbolic links (images/3.png)" in result.stderr
+    assert _snapshot(workspace / "data") == before

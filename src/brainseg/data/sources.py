@@ -159,6 +159,18 @@ def _count_files(root: Path) -> int:
     return sum(1 for p in root.rglob("*") if p.is_file())
 
 
+def _refuse_links(folder: Path, key: str) -> None:
+    """Links in a dataset folder are refused as in a zip: one may point at any file of this machine
+    (which would be copied into data/ and the DVC cache), dangle, or loop."""
+    links = [Path(parent, name) for parent, dirs, files in os.walk(folder) for name in dirs + files
+             if Path(parent, name).is_symlink()]
+    if links:
+        shown = ", ".join(str(p.relative_to(folder)) for p in links[:5]) + (
+            f", ... ({len(links)} in all)" if len(links) > 5 else "")
+        raise DataSourceError(f"{key} {folder} holds symbolic links ({shown}); a dataset folder must hold the "
+                              "files themselves: replace the links by copies of their targets, or remove them")
+
+
 def _fetch(source: str, raw_dir: Path, *, kaggle_dataset: str | None, local_path: str | None, local_key: str,
            max_archive_mb: int, retries: int, make_archive=None) -> dict:
     """Fetch one dataset into `raw_dir` (staged, renamed into place when complete); its manifest.
@@ -179,6 +191,8 @@ def _fetch(source: str, raw_dir: Path, *, kaggle_dataset: str | None, local_path
             if not path.exists():
                 raise DataSourceError(f"{local_key} {path} does not exist; point it at the dataset zip or folder")
             archive, folder = (None, path) if path.is_dir() else (path, None)
+            if folder is not None:
+                _refuse_links(folder, local_key)
             manifest["local_file"] = path.name  # not the path: manifests are committed, paths are this machine's
 
         with staging_dir(raw_dir) as staging:
