@@ -61,6 +61,11 @@ def test_scientific_notation_string_from_dvc_exp_run():
     ({"reference": {"mapping": "configs/splits/figshare-kaggle.csv"}}, "reference.mapping"),
     ({"reference": {"mapping": "configs/references/../../x.csv"}}, "reference.mapping"),
     ({"reference": {"outlines": "x"}}, "reference.outlines"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**32}, "seed"),
+    ({"data": {"phantom": {"image_size": 100_000}}}, "data.phantom.image_size"),
+    ({"model": {"encoder": "resnet81"}}, "model.encoder"),
+    ({"export": {"opset": 99}}, "export.opset"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -77,6 +82,34 @@ def test_kaggle_dataset_may_name_a_version():
     # The same forms the Kaggle source accepts: a pinned version makes a recorded run repeatable.
     for name in ("owner/slug", "owner/slug/3"):
         assert parse_params({"data": {"source": "kaggle", "kaggle_dataset": name}}).data.kaggle_dataset == name
+
+
+def test_encoder_list_is_the_installed_packages():
+    from segmentation_models_pytorch.encoders import encoders
+
+    from brainseg.config import SMP_ENCODERS
+
+    assert SMP_ENCODERS == set(encoders)
+    assert parse_params({"model": {"encoder": "tu-resnet10t"}}).model.encoder == "tu-resnet10t"
+
+
+@pytest.mark.parametrize("params, message", [
+    ("model:\n  encoder: resnet81\n", "model.encoder 'resnet81' is not a segmentation-models-pytorch encoder; "
+                                      "did you mean resnet18"),
+    ("seed: -3\n", "seed must lie in [0, 2**32)"),
+    ("export:\n  opset: 99\n", "export.opset must lie in [17, "),
+    ("data:\n  phantom:\n    image_size: 1000000\n", "data.phantom.image_size must lie in [64, 2048]"),
+])
+def test_first_stage_refuses_bad_params_before_any_work(tmp_path, params, message):
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text(params)
+    result = subprocess.run([sys.executable, str(ROOT / "stages/download.py")], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_committed_params_are_valid():

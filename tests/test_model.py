@@ -151,3 +151,20 @@ def test_dice_loss_is_per_image():
     logits = torch.full_like(target, -50.0)
     logits[0] = (target[0] * 2 - 1) * 50
     assert soft_dice_loss(logits, target, eps=1e-6).item() == pytest.approx(0.5, abs=1e-3)
+
+
+def test_an_opset_the_exporter_cannot_write_is_an_error_not_a_silent_fallback(tmp_path):
+    from brainseg.export import ExportError, _export_onnx
+
+    class Net(torch.nn.Module):  # the exporter names dynamic axes by the forward argument: `image`
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, image):
+            return torch.sigmoid(self.conv(image))
+
+    net = Net().eval()
+    with pytest.raises(ExportError, match="export.opset is 99, but the ONNX exporter wrote opset 18"):
+        _export_onnx(net, torch.rand(1, 1, 8, 8), tmp_path / "m.onnx", opset=99)
+    assert list(tmp_path.iterdir()) == []

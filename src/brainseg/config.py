@@ -6,6 +6,7 @@ starts, with the dotted name of the key at fault.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,24 @@ AMP_MODES = ("none", "bf16", "fp16")
 RESUME_MODES = ("auto", "never")
 BAD_IMAGE_POLICIES = ("error", "skip")
 AUGMENT_PROBABILITIES = ("hflip", "affine", "elastic", "brightness_contrast", "gamma", "noise", "blur")
+# The encoders of segmentation-models-pytorch 0.6.0 (pinned in requirements.txt), so that a typo
+# fails when params.yaml is read rather than after download and preprocess: importing the package
+# to ask would cost every stage 2-4 s. tests/test_config.py checks the list against the installed
+# package. `tu-<name>` selects any timm model.
+SMP_ENCODERS = frozenset("""
+    densenet121 densenet161 densenet169 densenet201 dpn107 dpn131 dpn68 dpn68b dpn92 dpn98
+    efficientnet-b0 efficientnet-b1 efficientnet-b2 efficientnet-b3 efficientnet-b4 efficientnet-b5
+    efficientnet-b6 efficientnet-b7 inceptionresnetv2 inceptionv4 mit_b0 mit_b1 mit_b2 mit_b3 mit_b4 mit_b5
+    mobilenet_v2 mobileone_s0 mobileone_s1 mobileone_s2 mobileone_s3 mobileone_s4 resnet101 resnet152
+    resnet18 resnet34 resnet50 resnext101_32x16d resnext101_32x32d resnext101_32x48d resnext101_32x4d
+    resnext101_32x8d resnext50_32x4d se_resnet101 se_resnet152 se_resnet50 se_resnext101_32x4d
+    se_resnext50_32x4d senet154 timm-efficientnet-b0 timm-efficientnet-b1 timm-efficientnet-b2
+    timm-efficientnet-b3 timm-efficientnet-b4 timm-efficientnet-b5 timm-efficientnet-b6 timm-efficientnet-b7
+    timm-efficientnet-b8 timm-efficientnet-l2 timm-skresnet18 timm-skresnet34 timm-skresnext50_32x4d
+    timm-tf_efficientnet_lite0 timm-tf_efficientnet_lite1 timm-tf_efficientnet_lite2
+    timm-tf_efficientnet_lite3 timm-tf_efficientnet_lite4 vgg11 vgg11_bn vgg13 vgg13_bn vgg16 vgg16_bn
+    vgg19 vgg19_bn xception""".split())
+MAX_PHANTOM_SIZE = 2048  # 720 slices of 2048^2 already take 3 GB of raw arrays
 # Local encoder weight files live here; dvc.yaml lists the folder as a dependency of train.
 WEIGHTS_DIR = "weights"
 SPLIT_FILES_DIR = "configs/splits"  # a dependency of the split stage: split files must live here
@@ -282,7 +301,8 @@ def _check(p: Params) -> None:
     ph = p.data.phantom
     for name in ("train", "valid", "test"):
         _require(getattr(ph, name) >= 1, f"data.phantom.{name}", "must be at least 1")
-    _require(ph.image_size >= 64, "data.phantom.image_size", "must be at least 64")
+    _require(64 <= ph.image_size <= MAX_PHANTOM_SIZE, "data.phantom.image_size",
+             f"must lie in [64, {MAX_PHANTOM_SIZE}], got {ph.image_size}")
     _require(0.0 <= ph.difficulty <= 1.0, "data.phantom.difficulty", "must lie in [0, 1]")
     _require(0.0 <= ph.tumor_free_fraction <= 1.0, "data.phantom.tumor_free_fraction", "must lie in [0, 1]")
     _require(0.0 <= ph.two_tumor_fraction <= 1.0, "data.phantom.two_tumor_fraction", "must lie in [0, 1]")
@@ -309,7 +329,16 @@ def _check(p: Params) -> None:
     _require(all(f > 0 for f in fractions) and abs(sum(fractions) - 1.0) < 1e-6,
              "split.train/val/test", f"must be positive and sum to 1, got {fractions}")
 
+    _require(0 <= p.seed < 2**32, "seed", f"must lie in [0, 2**32) (NumPy's seed range), got {p.seed}")
+
     _one_of(p.model.architecture, ARCHITECTURES, "model.architecture")
+    encoder = p.model.encoder
+    if not encoder.startswith("tu-"):
+        close = difflib.get_close_matches(encoder, SMP_ENCODERS, n=3)
+        _require(encoder in SMP_ENCODERS, "model.encoder",
+                 f"{encoder!r} is not a segmentation-models-pytorch encoder"
+                 + (f"; did you mean {', '.join(close)}?" if close else "; e.g. resnet18, resnet34, efficientnet-b0, "
+                    "or tu-<timm model>"))
     _require(len(p.model.decoder_channels) == 5 and min(p.model.decoder_channels) > 0,
              "model.decoder_channels", "must list 5 positive channel counts")
     _require(0.0 <= p.model.dropout < 1.0, "model.dropout", "must lie in [0, 1)")
@@ -352,7 +381,11 @@ def _check(p: Params) -> None:
 
     _require(0.0 < p.evaluate.threshold < 1.0, "evaluate.threshold", "must lie in (0, 1)")
     _require(p.evaluate.overlays_per_group >= 1, "evaluate.overlays_per_group", "must be at least 1")
-    _require(p.export.opset >= 17, "export.opset", "must be at least 17")
+    import onnx  # here, not at the top: 0.2 s that only this check needs
+
+    newest = onnx.defs.onnx_opset_version()
+    _require(17 <= p.export.opset <= newest, "export.opset",
+             f"must lie in [17, {newest}] (the installed onnx knows opsets up to {newest}), got {p.export.opset}")
     _require(p.export.tolerance > 0, "export.tolerance", "must be positive")
 
 

@@ -57,6 +57,11 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int
     # Node metadata holds Python stack traces with absolute source paths: without it, the same
     # weights give the same bytes in any checkout, so dvc.lock hashes reproduce.
     exported = onnx.load(str(tmp))
+    written = {o.domain: o.version for o in exported.opset_import}.get("", None)
+    if written != opset:  # the exporter falls back to its default opset when it cannot convert
+        tmp.unlink()
+        raise ExportError(f"export.opset is {opset}, but the ONNX exporter wrote opset {written}; choose an opset "
+                          "it converts to (17 up to the newest onnxscript supports)")
     for graph in [exported.graph, *exported.functions]:
         for node in _graph_nodes(graph):
             del node.metadata_props[:]
