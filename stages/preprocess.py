@@ -15,7 +15,8 @@ def main() -> None:
                        categories=params.data.categories, on_bad_image=params.preprocess.on_bad_image,
                        plot_path=Path("plots/tumor_area.png"))
     atomic_write_text(Path("metrics/data.json"), json.dumps(audit, indent=2) + "\n")
-    skipped = f", {audit['images_skipped']} unreadable skipped" if audit["images_skipped"] else ""
+    skipped = (f", {audit['images_skipped']} unreadable skipped (named in data/processed/skipped.csv)"
+               if audit["images_skipped"] else "")
     print(f"preprocess: {audit['images']} images at {params.preprocess.image_size}px{skipped}, "
           f"{audit['tumor_free_fraction']:.1%} tumor-free, {audit['rectangle_fraction']:.1%} of polygons are boxes, "
           f"{audit['groups_cross_split']} groups in more than one split")

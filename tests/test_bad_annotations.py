@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -127,3 +130,24 @@ def test_annotations_outside_the_selection_are_counted_by_reason(workspace):
     assert audit["annotations_dropped_category_not_selected"] == 1
     assert audit["annotations_dropped_category_undefined"] == 2
     assert audit["annotations"] == 1
+
+
+def test_skipped_images_are_named_and_a_multi_page_tiff_is_not_its_first_page(tmp_path):
+    """A TIFF stack decodes as its first page in OpenCV; it is refused, and under skip named in skipped.csv."""
+    raw = tmp_path / "data/raw"
+    write_coco(raw / "c.json", raw, {"a.png": [poly((2, 2, 12, 12))], "stack.tif": [], "broken.png": []})
+    page = np.full((40, 50), 70, np.uint8)
+    assert cv2.imwritemulti(str(raw / "stack.tif"), [page, page, page])
+    (raw / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"preprocess": {"image_size": 32}}))
+    result = _preprocess(tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "stack.tif (a multi-page TIFF (a stack of images); save each slice as its own file)" in result.stderr
+    assert not (tmp_path / "data/processed").exists()
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"preprocess": {"image_size": 32, "on_bad_image": "skip"}}))
+    result = _preprocess(tmp_path)
+    assert result.returncode == 0 and "2 unreadable skipped (named in data/processed/skipped.csv)" in result.stdout
+    skipped = pd.read_csv(tmp_path / "data/processed/skipped.csv")
+    assert list(skipped.file) == ["broken.png", "stack.tif"] and skipped.problem.str.contains("multi-page").sum() == 1
+    assert json.loads((tmp_path / "metrics/data.json").read_text())["images_skipped"] == 2

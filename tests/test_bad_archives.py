@@ -165,3 +165,12 @@ def test_links_in_a_dataset_folder_are_refused(workspace, tmp_path, link):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"data.local_path {folder} holds symbolic links (images/3.png)" in result.stderr
     assert _snapshot(workspace / "data") == before
+
+
+def test_a_zip_without_a_dataset_names_the_zip_not_a_scratch_folder(workspace):
+    _write(workspace / "photos.zip", {"holiday/beach.png": IMAGE})
+    (workspace / "params.yaml").write_text(yaml.safe_dump({"data": {"source": "local", "local_path": "photos.zip"}}))
+    result = _download(workspace)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "photos.zip (inside the zip): no supported dataset layout found" in result.stderr
+    assert ".tmp-" not in result.stderr and ".extracted-" not in result.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from brainseg.data.cache import BadImageError, load_sample, preprocess
 from brainseg.data.index import read_index
-from brainseg.imaging import jpeg_problem, to_uint8
+from brainseg.imaging import jpeg_problem, tiff_pages, to_uint8
 from brainseg.data.layout import LayoutError, detect_layout, read_layout
 from brainseg.data.masks import decode_rle, rle_counts
 from brainseg.data.split import SplitError, predefined_split, random_group_split
@@ -195,6 +195,29 @@ def test_bad_images_error_names_all_or_skip_counts(tmp_path):
     audit = preprocess(tmp_path, tmp_path / "out", 32, on_bad_image="skip")
     assert audit["images_skipped"] == 2 and audit["images"] == 1
     assert list(read_index(tmp_path / "out").file) == ["ok.png"]
+
+
+def _ifd_chain(order: str, pages: int, big: bool = False) -> bytes:
+    """TIFF bytes holding only a header and `pages` empty image file directories."""
+    width, count, entry = (8, 8, 20) if big else (4, 2, 12)
+    marker = b"II" if order == "little" else b"MM"
+    header = marker + (43).to_bytes(2, order) + (8).to_bytes(2, order) + bytes(2) if big \
+        else marker + (42).to_bytes(2, order)
+    first = len(header) + width
+    ifd = count + entry + width  # one entry each
+    data = header + first.to_bytes(width, order)
+    for k in range(pages):
+        following = first + (k + 1) * ifd if k + 1 < pages else 0
+        data += (1).to_bytes(count, order) + bytes(entry) + following.to_bytes(width, order)
+    return data
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+@pytest.mark.parametrize("big", [False, True], ids=["classic", "bigtiff"])
+def test_tiff_pages_follow_the_directory_chain(order, big):
+    assert [tiff_pages(_ifd_chain(order, n, big)) for n in (1, 2, 3)] == [1, 2, 2]  # counted up to 2
+    assert tiff_pages(_ifd_chain(order, 3, big)[:-30]) >= 1  # a cut chain stops, never raises
+    assert tiff_pages(b"\x89PNG\r\n") == 0
 
 
 def _jpeg(image: np.ndarray, *options: int) -> bytes:

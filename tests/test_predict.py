@@ -243,6 +243,23 @@ def test_missing_model_is_usage_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_link_and_its_target_get_a_row_each_and_a_tiff_stack_is_refused(model_path, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    cv2.imwrite(str(scans / "a.png"), _blob_image(50, 60, 4))
+    (scans / "link.png").symlink_to(scans / "a.png")
+    assert cv2.imwritemulti(str(scans / "stack.tif"), [_blob_image(40, 40, 1)] * 3)
+    result = run_cli(str(scans), "--out", str(tmp_path / "out"), "--model", str(model_path))
+    assert result.returncode == 1, result.stderr  # the stack failed
+    assert "1 of 3 input(s) segmented, 1 failed, 1 duplicate name(s)" in result.stdout
+    with open(tmp_path / "out" / "report.csv", newline="") as f:
+        rows = {Path(row["file"]).name: row for row in csv.DictReader(f)}
+    assert rows["a.png"]["status"] == "ok"
+    assert rows["link.png"]["status"] == "duplicate" and rows["link.png"]["output"] == "a"
+    assert rows["stack.tif"]["status"] == "error" and "multi-page TIFF" in rows["stack.tif"]["error"]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["duplicate"] == 1
+
+
 def _copy_model(model_path: Path, folder: Path, **spec_changes) -> Path:
     folder.mkdir()
     (folder / "model.onnx").write_bytes(model_path.read_bytes())

@@ -67,6 +67,30 @@ def jpeg_problem(data: bytes) -> str | None:
             in_scan, pos = code == 0xDA, end
 
 
+def tiff_pages(data: bytes) -> int:
+    """Pages (image file directories) in TIFF bytes, counted up to 2; 0 when not a readable TIFF.
+
+    OpenCV decodes the first page of a multi-page TIFF without a word: a stack of slices must not
+    pass as its first slice.
+    """
+    order = {b"II": "little", b"MM": "big"}.get(data[:2])
+    if order is None:
+        return 0
+    version = int.from_bytes(data[2:4], order)
+    # Classic TIFF: 4-byte offsets, 2-byte entry counts, 12-byte entries; BigTIFF: 8, 8 and 20.
+    offset_size, count_size, entry_size = {42: (4, 2, 12), 43: (8, 8, 20)}.get(version, (0, 0, 0))
+    if not offset_size:
+        return 0
+    first = 4 if version == 42 else 8
+    offset, pages = int.from_bytes(data[first:first + offset_size], order), 0
+    while offset and pages < 2 and offset + count_size <= len(data):
+        entries = int.from_bytes(data[offset:offset + count_size], order)
+        next_at = offset + count_size + entries * entry_size
+        pages += 1
+        offset = int.from_bytes(data[next_at:next_at + offset_size], order) if next_at + offset_size <= len(data) else 0
+    return pages
+
+
 def read_grayscale(path: Path) -> np.ndarray | str:
     """Grayscale uint8 at full resolution, or why the file cannot be used.
 
@@ -81,5 +105,7 @@ def read_grayscale(path: Path) -> np.ndarray | str:
     problem = jpeg_problem(data) if data.startswith(JPEG_SOI) else None
     if problem:
         return problem
+    if tiff_pages(data) > 1:
+        return "a multi-page TIFF (a stack of images); save each slice as its own file"
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     return "unreadable or unsupported image file" if image is None else to_uint8(image)

@@ -100,7 +100,8 @@ def read_gray(path: Path) -> np.ndarray:
 
 
 def collect_inputs(inputs: list[str], out_dir: Path | None = None) -> tuple[list[Item], list[Row], int]:
-    """Files to process with unique output stems, rows for inputs that do not exist, and how many
+    """Files to process with unique output stems; rows for inputs that do not exist (status error) and
+    for second names of one file (a link and its target: status duplicate, segmented once); how many
     files in folders were skipped as non-images. Files under `out_dir` found by searching a folder are
     left out: an earlier run's masks are not new scans."""
     paths: list[tuple[Path, Path]] = []  # (file, path relative to the input root, for the stem)
@@ -127,11 +128,13 @@ def collect_inputs(inputs: list[str], out_dir: Path | None = None) -> tuple[list
         else:
             missing.append(Row(file=arg, status="error", error="no such file or folder"))
 
-    items, used, seen = [], set(), set()
+    items, used, seen = [], set(), {}
     for path, rel in paths:
-        if path.resolve() in seen:
+        first = seen.setdefault(path.resolve(), len(items))
+        if first < len(items):
+            missing.append(Row(file=str(path), output=items[first].stem, status="duplicate",
+                               error=f"the same file as {items[first].path}, segmented once under that name"))
             continue
-        seen.add(path.resolve())
         # Folder structure goes into the stem so that a/x.png and b/x.png do not overwrite each other.
         base = "__".join(rel.with_suffix("").parts)
         stem, n = base, 1
@@ -269,7 +272,10 @@ def predict(inputs: list[str], out_dir: Path, model_path: Path, batch_size: int 
     predictor = Predictor(model_path)
     items, rows, skipped = collect_inputs(inputs, out_dir)
     for row in rows:
-        _fail(row.file, row.error)
+        if row.status == "error":
+            _fail(row.file, row.error)
+        else:
+            print(f"brainseg-predict: {row.file}: {row.error}", file=sys.stderr)
     if not items and not rows:
         raise UsageError(f"no images found in {' '.join(inputs)}")
     # Before any work: a mask of the same name may be someone's ground truth.
@@ -331,15 +337,19 @@ def _collect(results: list) -> list[Row]:
     return [r if isinstance(r, Row) else r.result() for r in results]
 
 
+def _counts(rows: list[Row]) -> dict[str, int]:
+    statuses = [row.status for row in rows]
+    return {"ok": statuses.count("ok"), "failed": statuses.count("error"), "duplicate": statuses.count("duplicate")}
+
+
 def _write_reports(rows: list[Row], out_dir: Path, model_path: Path, predictor: Predictor) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=REPORT_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(asdict(row) for row in rows)
     atomic_write_bytes(out_dir / "report.csv", buffer.getvalue().encode())
-    failed = sum(row.status != "ok" for row in rows)
     report = {"model": str(model_path), "size": predictor.size, "threshold": predictor.threshold,
-              "inputs": len(rows), "ok": len(rows) - failed, "failed": failed, "results": [asdict(r) for r in rows]}
+              "inputs": len(rows), **_counts(rows), "results": [asdict(r) for r in rows]}
     atomic_write_bytes(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
 
 
@@ -362,10 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"brainseg-predict: error: {e}", file=sys.stderr)
         return 2
-    failed = sum(row.status != "ok" for row in rows)
-    print(f"brainseg-predict: {len(rows) - failed} of {len(rows)} input(s) segmented, {failed} failed; "
-          f"masks, overlays and report in {args.out}")
-    return 1 if failed else 0
+    counts = _counts(rows)
+    duplicates = f", {counts['duplicate']} duplicate name(s)" if counts["duplicate"] else ""
+    print(f"brainseg-predict: {counts['ok']} of {len(rows)} input(s) segmented, {counts['failed']} failed"
+          f"{duplicates}; masks, overlays and report in {args.out}")
+    return 1 if counts["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Output folder (written to a temporary folder, then renamed into place):
 - images.npy, masks.npy: uint8 N x S x S (masks in {0, 1}); training memory-maps them.
 - index.csv: one row per array row: file, split, group, height, width, tumor_pixels
   (height, width: original size in pixels; tumor_pixels counted at that size).
+- skipped.csv: split, file, problem of each image `preprocess.on_bad_image: skip` left out.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from brainseg.data.layout import DROP_REASONS, LayoutStats, Sample, read_layout
 from brainseg.data.masks import decode_rle, rasterize_polygons
 from brainseg.errors import BrainsegError
 from brainseg.imaging import read_grayscale
+
+SKIPPED_FILE = "skipped.csv"
+
 
 class BadImageError(BrainsegError, ValueError):
     """Image files that are missing or could not be decoded; the message lists every one."""
@@ -136,6 +140,9 @@ def preprocess(raw_dir: Path, out_dir: Path, size: int, categories: Sequence[str
         del images, masks
         index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
         index.to_csv(staging / "index.csv", index=False)
+        # Which files on_bad_image: skip dropped, and why (header only when none were).
+        pd.DataFrame([(s.split, s.name, r) for s, r in zip(samples, results) if isinstance(r, str)],
+                     columns=["split", "file", "problem"]).to_csv(staging / SKIPPED_FILE, index=False)
     if plot_path is not None:
         plot_tumor_area(index, plot_path)
     return audit(index, stats, skipped=len(bad))

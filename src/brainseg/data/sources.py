@@ -20,7 +20,7 @@ from pathlib import Path
 
 from brainseg.config import DataConfig, ReferenceConfig, kaggle_dataset_parts
 from brainseg.data.archive import atomic_write_text, safe_extract_zip, scratch_dir, staging_dir
-from brainseg.data.layout import find_dataset_root
+from brainseg.data.layout import LayoutError, find_dataset_root
 from brainseg.data.phantom import PhantomSpec, write_phantom_archive
 from brainseg.errors import BrainsegError
 
@@ -201,7 +201,10 @@ def _fetch(source: str, raw_dir: Path, *, kaggle_dataset: str | None, local_path
                 # A random hidden name: no member of the archive's top level can collide with it.
                 extracted = Path(tempfile.mkdtemp(prefix=".extracted-", dir=staging))
                 safe_extract_zip(archive, extracted, max_archive_mb * 2**20)
-                root = find_dataset_root(extracted)
+                try:
+                    root = find_dataset_root(extracted)
+                except LayoutError as err:  # name the zip, not the scratch folder about to vanish
+                    raise LayoutError(str(err).replace(str(extracted), f"{archive} (inside the zip)")) from None
             else:
                 root = find_dataset_root(folder)
             # Everything at the dataset root: split folders, or a lone COCO JSON beside its images.
