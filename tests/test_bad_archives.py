@@ -147,7 +147,8 @@ def test_a_member_named_like_the_extraction_folder_is_ordinary(workspace):
     result = _download(workspace)
     assert result.returncode == 0, result.stderr
     assert (workspace / "data/raw/extracted/readme.txt").read_bytes() == b"x"
-    assert sorted(p.name for p in (workspace / "data/raw").iterdir()) == ["extracted", "extracted.txt", "images", "masks"]
+    assert sorted(p.name for p in (workspace / "data/raw").iterdir()) == ["extracted", "extracted.txt", "images",
+                                                                          "masks"]
     os.remove(workspace / "named.zip")
 
 

@@ -256,8 +256,8 @@ def read_coco(coco_path: Path, split: str, stats: LayoutStats, categories: Seque
                                   "image its own id")
             known_ids[img["id"]] = img["file_name"]
         samples = [Sample(file=image_base / img["file_name"], split=split, group=group_id(img["file_name"]),
-                          height=_declared_size(img, "height", coco_path), width=_declared_size(img, "width", coco_path),
-                          name=img["file_name"]) for img in images]
+                          height=_declared_size(img, "height", coco_path),
+                          width=_declared_size(img, "width", coco_path), name=img["file_name"]) for img in images]
         defined = {c["id"] for c in coco.get("categories") or []}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         if isinstance(err, LayoutError):
