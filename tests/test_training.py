@@ -163,3 +163,16 @@ def test_training_options_run_end_to_end(prepared, tmp_path, options):
     checkpoint = torch.load(ws / "models/model.pt", map_location="cpu", weights_only=True)
     assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values() if t.is_floating_point())
     assert len(_losses(ws, "train/loss")) == 2
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_says_it_is_emulated(tmp_path, monkeypatch, capsys):
+    import brainseg.train as train
+
+    (tmp_path / "with").write_text("flags\t\t: fpu sse avx512f avx512_bf16\n")
+    (tmp_path / "without").write_text("flags\t\t: fpu sse avx2\n")
+    assert train.cpu_has_bf16(tmp_path / "with") and not train.cpu_has_bf16(tmp_path / "without")
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    assert train.amp_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert "emulated and slower than float32" in capsys.readouterr().out
+    assert train.amp_dtype("fp16", torch.device("cpu")) is None
+    assert "is ignored on cpu" in capsys.readouterr().out

@@ -44,6 +44,15 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU flags list native bf16 instructions (Linux; elsewhere assumed present)."""
+    try:
+        flags = cpuinfo.read_text().split()
+    except OSError:
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for float32.
 
@@ -52,6 +61,9 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """
     if mode == "none":
         return None
+    if device.type == "cpu" and mode == "bf16" and not cpu_has_bf16():
+        print("train.amp: bf16 on a CPU without bf16 instructions (avx512_bf16 or amx_bf16) is emulated "
+              "and slower than float32; set train.amp: none here")
     if device.type != "cuda" and mode != "bf16":
         print(f"train.amp: {mode} is ignored on {device.type}; training in float32")
         return None
