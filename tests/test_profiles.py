@@ -6,13 +6,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from dvc.utils.hydra import apply_overrides
 
 from brainseg.config import ConfigError, parse_params
 from brainseg.profiles import (SUMMARY_COLUMNS, append_record, changes_for, hydra_value, main, merge, overrides,
-                               portable_argv, read_profile, summary_table)
+                               paired_comparison, portable_argv, read_profile, summary_table)
 from tiny_repo import copy_repo, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,3 +259,37 @@ def test_committed_records_carry_no_local_paths():
             for text in _strings(record):
                 for word in text.replace("=", " ").split():
                     assert not word.startswith(("/", "~", "../")), f"{path.name}: {record['run']}: {text}"
+
+
+def test_compare_pairs_per_image_scores_of_two_runs_by_file(tmp_path, monkeypatch, capsys):
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "plots").mkdir()
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.4, 0.9, 50)
+    commits = {}
+    for name, dice in (("before", base), ("after", base + 0.05 + rng.normal(0, 0.01, 50))):
+        rows = [f"{i}.png,{d:.6f},{d / 2:.6f}" for i, d in enumerate(dice)]
+        order = 1 if name == "before" else -1  # pairs are made by file, not by row position
+        (tmp_path / "plots/per_image.csv").write_text("file,dice,ref_dice\n" + "\n".join(rows[::order]) + "\n")
+        git("add", "-A")
+        git("commit", "-qm", name)
+        commits[name] = git("rev-parse", "HEAD")
+    git("update-ref", "refs/exps/ab/cdef/after-run", commits["after"])  # where dvc keeps `exp run -n after-run`
+    monkeypatch.chdir(tmp_path)
+
+    result = paired_comparison(commits["before"], "after-run")
+    assert result["images"] == 50 and result["difference"] == pytest.approx(0.05, abs=0.005)
+    assert result["ci95"][0] > 0.04 and result["p_b_not_better"] == 0.0
+    assert paired_comparison(commits["before"], "after-run", column="ref_dice")["difference"] == \
+        pytest.approx(0.025, abs=0.003)
+    main(["--compare", "after-run", commits["before"]])
+    assert "50 test images, per-image dice" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="no-such-run: no such git revision or experiment"):
+        paired_comparison("no-such-run", "after-run")
+    with pytest.raises(ConfigError, match="no column 'hd95'"):
+        paired_comparison(commits["before"], "after-run", column="hd95")

@@ -67,17 +67,21 @@ def summarize(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def bootstrap_means(values, seed: int, resamples: int = 10_000) -> np.ndarray:
+    """Means of `resamples` seeded resamples (with replacement) of per-image `values`."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    return np.concatenate([values[rng.integers(0, len(values), size=(min(1000, resamples - done), len(values)))]
+                           .mean(axis=1) for done in range(0, resamples, 1000)])  # blocks bound the memory
+
+
 def bootstrap_ci(values, seed: int, level: float = 0.95, resamples: int = 10_000) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of the mean of per-image `values`, seeded.
 
     Resamples images with replacement: it says how much the mean would move on another test set
     of the same size from the same population (not across training runs: that needs seeds).
     """
-    values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = np.concatenate([values[rng.integers(0, len(values), size=(min(1000, resamples - done), len(values)))]
-                            .mean(axis=1) for done in range(0, resamples, 1000)])  # blocks bound the memory
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    low, high = np.quantile(bootstrap_means(values, seed, resamples), [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import io
 import json
 import os
 import platform
@@ -24,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from brainseg.cli import run
 from brainseg.config import ConfigError, parse_params, read_yaml
 from brainseg.data.archive import atomic_write_text
+from brainseg.metrics import bootstrap_means
 
 # Text Hydra's grammar reads back as the same string when unquoted: names and relative/absolute paths.
 PLAIN_STRING = re.compile(r"(?:[A-Za-z_]|\.{1,2}/|/)[A-Za-z0-9_./-]*")
@@ -111,8 +114,8 @@ def exp_command(name: str, sets: list[str], extra: list[str]) -> list[str]:
     return ["dvc", "exp", "run", "-n", name, *[a for s in sets for a in ("-S", s)], *extra]
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+def _git(*args: str, check: bool = True) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=check).stdout.strip()
 
 
 def _cpu_model() -> str:
@@ -143,10 +146,54 @@ def experiment_ref(baseline: str, name: str) -> str:
     return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
 
 
+def read_text_at(rev: str, path: str) -> str | None:
+    """The file `path` as committed at git revision `rev`; None where it is not there."""
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
 def read_json_at(rev: str, path: str) -> Any:
     """The JSON file `path` as committed at git revision `rev`; None where it is not there."""
-    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    return json.loads(shown.stdout) if shown.returncode == 0 else None
+    text = read_text_at(rev, path)
+    return None if text is None else json.loads(text)
+
+
+def resolve_run(name: str) -> str:
+    """A git revision, or the name of an experiment (`dvc exp run -n NAME`) -> its commit."""
+    commit = _git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", check=False)
+    if commit:
+        return commit
+    refs = [line.split() for line in _git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps",
+                                          check=False).splitlines()]
+    matches = sorted({sha for sha, ref in refs if ref.rsplit("/", 1)[-1] == name and "/exec/" not in ref})
+    if len(matches) != 1:
+        raise ConfigError(f"{name}: " + ("no such git revision or experiment; `dvc exp list --all-commits` lists "
+                                         "them" if not matches else f"names {len(matches)} experiments; give a commit"))
+    return matches[0]
+
+
+def paired_comparison(run_a: str, run_b: str, column: str = "dice", seed: int = 0) -> dict:
+    """Per-image scores of two runs on the same test images (plots/per_image.csv at each run's commit):
+    the mean difference b - a with its paired bootstrap 95% interval, and the share of resamples in
+    which b is not better (a one-sided bootstrap p-value)."""
+    tables = {}
+    for run_name in (run_a, run_b):
+        text = read_text_at(resolve_run(run_name), "plots/per_image.csv")
+        if text is None:
+            raise ConfigError(f"{run_name}: no plots/per_image.csv at that commit (not an evaluated run)")
+        table = pd.read_csv(io.StringIO(text))
+        if column not in table:
+            raise ConfigError(f"{run_name}: plots/per_image.csv has no column {column!r}")
+        tables[run_name] = table.set_index("file")[column]
+    a, b = tables[run_a], tables[run_b]
+    if set(a.index) != set(b.index):
+        raise ConfigError(f"{run_a} and {run_b} were tested on different images "
+                          f"({len(set(a.index) ^ set(b.index))} not in both); a paired comparison needs the same")
+    difference = (b - a.loc[b.index]).to_numpy()
+    means = bootstrap_means(difference, seed)
+    return {"images": len(difference), "column": column, "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+            "difference": float(difference.mean()), "ci95": [float(q) for q in np.quantile(means, [0.025, 0.975])],
+            "p_b_not_better": float((means <= 0).mean())}
 
 
 def run_record(name: str, profile: Path, command: list[str], dvc_command: list[str], wall_s: float, commit: str,
@@ -259,12 +306,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", type=Path, metavar="FILE", help="append the run's record to this JSON file")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the dvc command only")
     parser.add_argument("--summarize", type=Path, metavar="FILE", help="print a Markdown table of the runs in FILE")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                        help="paired bootstrap of per-image test scores of two runs (experiment names or commits)")
+    parser.add_argument("--column", default="dice",
+                        help="with --compare: the plots/per_image.csv column (default dice; ref_dice: vs reference)")
     argv = sys.argv[1:] if argv is None else argv
     # Only what follows `--` goes to dvc, so a mistyped option fails here instead of reaching it.
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:split]), argv[split + 1:]
     if args.summarize:
         print(summary_table(_read_json(args.summarize) or []), end="")
+        return
+    if args.compare:
+        c = paired_comparison(*args.compare, column=args.column)
+        print(f"{c['images']} test images, per-image {c['column']}: {args.compare[0]} {c['mean_a']:.4f}, "
+              f"{args.compare[1]} {c['mean_b']:.4f}; difference {c['difference']:+.4f} "
+              f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] (paired bootstrap 95%), "
+              f"share of resamples where {args.compare[1]} is not better: {c['p_b_not_better']:.4f}")
         return
     if args.profile is None:
         parser.error("give a profile (e.g. configs/kaggle-cpu.yaml) or --summarize FILE")
