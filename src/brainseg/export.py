@@ -50,7 +50,7 @@ def _graph_nodes(graph):
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     import onnx
 
-    tmp = temp_sibling(path)
+    tmp = temp_sibling(path, clear_abandoned=True)
     torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset, verbose=False,
                       input_names=["image"], output_names=["probability"],
                       dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=1024)}})
@@ -71,7 +71,7 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    traced = temp_sibling(path.with_suffix(".traced"))
+    traced = temp_sibling(path.with_suffix(".traced"), clear_abandoned=True)
     # TorchScript is deprecated upstream but is still what C++ (libtorch) deployments load.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -79,7 +79,7 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> 
     # Rewrite the archive without its *.debug_pkl records (source ranges with absolute paths),
     # for the same reason as the ONNX metadata; the loader treats debug records as optional. The
     # serialization id is a checksum that covered those records: recompute it over what is kept.
-    tmp = temp_sibling(path)
+    tmp = temp_sibling(path, clear_abandoned=True)
     try:
         with zipfile.ZipFile(traced) as source, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as stripped:
             kept = [(info.filename, source.read(info.filename)) for info in source.infolist()

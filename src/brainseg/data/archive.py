@@ -205,11 +205,15 @@ def replace_dir(src: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def temp_sibling(path: Path) -> Path:
-    """Where to write `path` before renaming it into place (this process's name; what killed runs
-    left under such names is removed)."""
+def temp_sibling(path: Path, clear_abandoned: bool = False) -> Path:
+    """Where to write `path` before renaming it into place, named for this process.
+
+    `clear_abandoned` first removes what killed runs left under such names: worth a folder listing
+    for large files (models), not for each of thousands of small outputs.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(path.parent, f".{path.name}.tmp-")
+    if clear_abandoned:
+        remove_abandoned(path.parent, f".{path.name}.tmp-")
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
