@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from brainseg.data.masks import rasterize_polygons
+from brainseg.data.layout import COCO_FILE
 from brainseg.data.phantom import (
-    ANNOTATIONS_NAME,
     CATEGORIES,
     MAX_AREA_FRACTION,
     MIN_AREA_FRACTION,
@@ -60,8 +60,8 @@ def test_changing_one_split_count_keeps_other_splits(archive, tmp_path):
     write_phantom_archive(changed, {**COUNTS, "train": COUNTS["train"] + 2}, SMALL, seed=3)
     before, after = _split_members(archive), _split_members(changed)
     assert before["valid"] == after["valid"] and before["test"] == after["test"]
-    old_train = {k: v for k, v in before["train"].items() if k != ANNOTATIONS_NAME}
-    new_train = {k: v for k, v in after["train"].items() if k != ANNOTATIONS_NAME}
+    old_train = {k: v for k, v in before["train"].items() if k != COCO_FILE}
+    new_train = {k: v for k, v in after["train"].items() if k != COCO_FILE}
     assert set(old_train) < set(new_train)
 
 
@@ -72,15 +72,15 @@ def test_archive_layout_and_coco(archive):
         sources = []
         for split, count in COUNTS.items():
             members = [n for n in names if n.startswith(f"{split}/")]
-            assert f"{split}/{ANNOTATIONS_NAME}" in members
-            jpegs = [n for n in members if n != f"{split}/{ANNOTATIONS_NAME}"]
+            assert f"{split}/{COCO_FILE}" in members
+            jpegs = [n for n in members if n != f"{split}/{COCO_FILE}"]
             assert len(jpegs) == count
             for name in jpegs:
                 sources.append(NAME_RE.match(name).group(2))
                 img = cv2.imdecode(np.frombuffer(zf.read(name), np.uint8), cv2.IMREAD_UNCHANGED)
                 assert img.shape == (128, 128, 3) and img.dtype == np.uint8
                 assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2])
-            coco = json.loads(zf.read(f"{split}/{ANNOTATIONS_NAME}"))
+            coco = json.loads(zf.read(f"{split}/{COCO_FILE}"))
             assert set(coco) == {"info", "licenses", "categories", "images", "annotations"}
             assert coco["categories"] == CATEGORIES == [
                 {"id": 0, "name": "Tumor", "supercategory": "none"},
@@ -104,7 +104,7 @@ def test_annotations_are_not_grouped_by_image(tmp_path):
     path = tmp_path / "a.zip"
     write_phantom_archive(path, {"train": 30, "valid": 0, "test": 0}, SMALL, seed=1)
     with zipfile.ZipFile(path) as zf:
-        anns = json.loads(zf.read(f"train/{ANNOTATIONS_NAME}"))["annotations"]
+        anns = json.loads(zf.read(f"train/{COCO_FILE}"))["annotations"]
     image_ids = [a["image_id"] for a in anns]
     assert len(anns) > 10 and image_ids != sorted(image_ids)
 

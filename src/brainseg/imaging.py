@@ -22,6 +22,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.zeros(image.shape, np.uint8) if peak == 0 else np.rint(image * (255.0 / peak)).astype(np.uint8)
 
 
+# Image files by name, wherever files are searched (dataset layouts, brainseg-predict's folders).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 JPEG_SOI = b"\xff\xd8\xff"
 _UNCODED_MARKERS = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7: no length field
 

@@ -33,10 +33,9 @@ import cv2
 import numpy as np
 
 from brainseg.data.archive import atomic_write_bytes
-from brainseg.imaging import read_grayscale, to_uint8
+from brainseg.imaging import IMAGE_SUFFIXES, read_grayscale, to_uint8
 from brainseg.postprocess import binarize
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 OVERLAY_FORMATS = ("png", "jpg", "none")
 REPORT_FIELDS = ["file", "output", "height", "width", "tumor_pixels", "tumor_fraction", "max_probability",
@@ -118,7 +117,7 @@ def collect_inputs(inputs: list[str], out_dir: Path | None = None) -> tuple[list
                     continue
                 if outputs is not None and path.resolve().is_relative_to(outputs):
                     continue
-                if path.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES:
+                if path.suffix.lower() in {*IMAGE_SUFFIXES, *DICOM_SUFFIXES}:
                     paths.append((path, rel))
                 else:
                     skipped += 1

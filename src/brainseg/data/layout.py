@@ -25,10 +25,10 @@ import numpy as np
 
 from brainseg.data.masks import box_to_points, polygon_to_points, rle_counts
 from brainseg.errors import BrainsegError
+from brainseg.imaging import IMAGE_SUFFIXES
 
 COCO_FILE = "_annotations.coco.json"
 SPLIT_NAMES = ("train", "valid", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIX = "_mask"
 # Roboflow names exports `<source>_<ext>.rf.<hash>.<ext>`; the source identifies the original slice.
 _ROBOFLOW_NAME = re.compile(r"^(?P<source>.+)_(?:jpe?g|png|bmp|tiff?)\.rf\.[0-9a-f]+\.", re.IGNORECASE)

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-SPLITS = ("train", "valid", "test")
-ANNOTATIONS_NAME = "_annotations.coco.json"
+from brainseg.data.layout import COCO_FILE, SPLIT_NAMES
+
 CATEGORIES = [
     {"id": 0, "name": "Tumor", "supercategory": "none"},
     {"id": 1, "name": "0", "supercategory": "Tumor"},
@@ -363,8 +363,8 @@ def _source_numbers(seed: int, split: str, count: int) -> list[int]:
     rng = np.random.default_rng(np.random.SeedSequence([seed, _split_key(split), 1]))
     mult = int(rng.integers(1, _SOURCE_MODULUS))
     shift = int(rng.integers(0, _SOURCE_MODULUS))
-    offset = SPLITS.index(split)
-    return [len(SPLITS) * ((mult * i + shift) % _SOURCE_MODULUS) + offset + 1 for i in range(count)]
+    offset = SPLIT_NAMES.index(split)
+    return [len(SPLIT_NAMES) * ((mult * i + shift) % _SOURCE_MODULUS) + offset + 1 for i in range(count)]
 
 
 def _annotation(image_id: int, mask: np.ndarray, category_id: int) -> dict:
@@ -422,14 +422,14 @@ def _render_split(
         "images": images,
         "annotations": annotations,
     }
-    members[f"{split}/{ANNOTATIONS_NAME}"] = json.dumps(coco).encode()
+    members[f"{split}/{COCO_FILE}"] = json.dumps(coco).encode()
     return members
 
 
 def write_phantom_archive(path: Path, counts: Mapping[str, int], spec: PhantomSpec, seed: int) -> None:
     """Write the zip (counts e.g. {"train": 480, "valid": 120, "test": 120}). Atomic: write to a temp file beside `path`, then os.replace. Show a tqdm progress bar."""
-    if set(counts) != set(SPLITS):
-        raise ValueError(f"counts must have exactly the keys {SPLITS}, got {sorted(counts)}")
+    if set(counts) != set(SPLIT_NAMES):
+        raise ValueError(f"counts must have exactly the keys {SPLIT_NAMES}, got {sorted(counts)}")
     for split, count in counts.items():
         if not _is_int(count) or not 0 <= count <= _SOURCE_MODULUS:
             raise ValueError(f"counts[{split!r}] must be an int in [0, {_SOURCE_MODULUS}], got {count!r}")
@@ -440,7 +440,7 @@ def write_phantom_archive(path: Path, counts: Mapping[str, int], spec: PhantomSp
     path.parent.mkdir(parents=True, exist_ok=True)
     members: dict[str, bytes] = {}
     with tqdm(total=sum(counts.values()), desc="phantom", unit="img") as progress:
-        for split in SPLITS:
+        for split in SPLIT_NAMES:
             members.update(_render_split(split, int(counts[split]), spec, int(seed), progress))
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
