@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from brainseg.data.archive import atomic_write_bytes
+from brainseg.errors import listing
 from brainseg.imaging import IMAGE_SUFFIXES, read_grayscale, to_uint8
 from brainseg.postprocess import binarize
 
@@ -280,7 +281,7 @@ def predict(inputs: list[str], out_dir: Path, model_path: Path, batch_size: int 
     # Before any work: a mask of the same name may be someone's ground truth.
     existing = [name for name in output_names(items, overlay_format) if (out_dir / name).exists()]
     if existing and not overwrite:
-        shown = ", ".join(existing[:5]) + (f", ... ({len(existing)} in all)" if len(existing) > 5 else "")
+        shown = listing(existing, 5)
         raise UsageError(f"{out_dir} already holds {shown}; choose an empty output folder, or pass "
                          "--overwrite to replace them")
     _check_writable(out_dir)

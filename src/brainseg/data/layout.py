@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from brainseg.data.masks import box_to_points, polygon_to_points, rle_counts
-from brainseg.errors import BrainsegError
+from brainseg.errors import BrainsegError, listing
 from brainseg.imaging import IMAGE_SUFFIXES
 
 COCO_FILE = "_annotations.coco.json"
@@ -317,7 +317,7 @@ def _read_pairs(root: Path, stats: LayoutStats) -> list[Sample]:
         samples.append(Sample(file=image, split="train", group=group, height=0, width=0,
                               mask_file=mask, name=relative.as_posix()))
     if unmatched:
-        shown = ", ".join(unmatched[:10]) + (f", ... ({len(unmatched)} in all)" if len(unmatched) > 10 else "")
+        shown = listing(unmatched)
         raise LayoutError(f"{root}: {len(unmatched)} image(s) have no mask (expected the same relative path and "
                           f"stem under masks/, or <name>{MASK_SUFFIX}.<ext> beside it): {shown}. "
                           "Add the masks or remove those images")

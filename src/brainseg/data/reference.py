@@ -20,15 +20,11 @@ from brainseg.config import REFERENCE_MAPPINGS_DIR
 from brainseg.data.cache import sample_mask
 from brainseg.data.index import names_index, without_extension
 from brainseg.data.layout import read_layout
-from brainseg.errors import BrainsegError
+from brainseg.errors import BrainsegError, listing
 
 
 class ReferenceError(BrainsegError, ValueError):
     """The reference set or its mapping does not fit the test images; the message says how."""
-
-
-def _listing(items: list[str]) -> str:
-    return ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
 
 
 def read_mapping(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
@@ -44,12 +40,12 @@ def read_mapping(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
     header, body = rows[0], rows[1:]
     bad = [f"line {i + 2}" for i, row in enumerate(body) if len(row) != 2 or not all(row)]
     if bad:
-        raise ReferenceError(f"{path}: every line needs two non-empty names; {_listing(bad)}")
+        raise ReferenceError(f"{path}: every line needs two non-empty names; {listing(bad)}")
     for column in (0, 1):
         twice = sorted(name for name, n in Counter(row[column] for row in body).items() if n > 1)
         if twice:
             raise ReferenceError(f"{path}: {len(twice)} name(s) listed more than once in column "
-                                 f"{header[column]!r}: {_listing(twice)}; keep one row each")
+                                 f"{header[column]!r}: {listing(twice)}; keep one row each")
     return header, [(a, b) for a, b in body]
 
 
@@ -79,20 +75,20 @@ def pair_with_reference(test_files: list[str], reference_names: list[str],
         where = f"{mapping_path} (column {header[image_col]!r})"
     missing = [file for file in test_files if file not in wanted]
     if missing:
-        raise ReferenceError(f"{len(missing)} test image(s) have no entry in {where}: {_listing(missing)}. "
+        raise ReferenceError(f"{len(missing)} test image(s) have no entry in {where}: {listing(missing)}. "
                              "The reference must cover every test image")
     unknown = sorted({wanted[file] for file in test_files if wanted[file] not in refs})
     if unknown and mapping is None:
         unmatched = [file for file in test_files if wanted[file] not in refs]
         raise ReferenceError(f"{len(unmatched)} test image(s) have no sample of the same name in the reference set: "
-                             f"{_listing(unmatched)}. Set reference.mapping (a CSV under {REFERENCE_MAPPINGS_DIR}/) "
+                             f"{listing(unmatched)}. Set reference.mapping (a CSV under {REFERENCE_MAPPINGS_DIR}/) "
                              "when the names differ")
     if unknown:
         raise ReferenceError(f"{len(unknown)} name(s) in {where} match no sample of the reference set: "
-                             f"{_listing(unknown)}. Is the reference set the one the mapping describes?")
+                             f"{listing(unknown)}. Is the reference set the one the mapping describes?")
     ambiguous = sorted({wanted[file] for file in test_files if len(refs[wanted[file]]) > 1})
     if ambiguous:
-        raise ReferenceError(f"reference name(s) {_listing(ambiguous)} match several samples of the reference set "
+        raise ReferenceError(f"reference name(s) {listing(ambiguous)} match several samples of the reference set "
                              "(the same name in several folders or with several extensions); map to full names")
     return [refs[wanted[file]][0] for file in test_files]
 

@@ -22,7 +22,7 @@ from brainseg.config import DataConfig, ReferenceConfig, kaggle_dataset_parts
 from brainseg.data.archive import atomic_write_text, safe_extract_zip, scratch_dir, staging_dir
 from brainseg.data.layout import LayoutError, find_dataset_root
 from brainseg.data.phantom import PhantomSpec, write_phantom_archive
-from brainseg.errors import BrainsegError
+from brainseg.errors import BrainsegError, listing
 
 
 class DataSourceError(BrainsegError, RuntimeError):
@@ -165,8 +165,7 @@ def _refuse_links(folder: Path, key: str) -> None:
     links = [Path(parent, name) for parent, dirs, files in os.walk(folder) for name in dirs + files
              if Path(parent, name).is_symlink()]
     if links:
-        shown = ", ".join(str(p.relative_to(folder)) for p in links[:5]) + (
-            f", ... ({len(links)} in all)" if len(links) > 5 else "")
+        shown = listing([str(p.relative_to(folder)) for p in links], 5)
         raise DataSourceError(f"{key} {folder} holds symbolic links ({shown}); a dataset folder must hold the "
                               "files themselves: replace the links by copies of their targets, or remove them")
 

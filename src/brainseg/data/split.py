@@ -12,7 +12,7 @@ import pandas as pd
 from brainseg.config import SPLIT_FILES_DIR
 from brainseg.data.archive import staging_dir
 from brainseg.data.index import names_index, sample_keys
-from brainseg.errors import BrainsegError
+from brainseg.errors import BrainsegError, listing
 
 SUBSETS = ("train", "val", "test")
 _PREDEFINED = {"train": "train", "valid": "val", "test": "test"}
@@ -62,10 +62,6 @@ def random_group_split(index: pd.DataFrame, fractions: dict[str, float], seed: i
 FILE_SUBSETS = {"train": "train", "val": "val", "valid": "val", "test": "test", "exclude": None}
 
 
-def _listing(items: list[str]) -> str:
-    return ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
-
-
 def read_split_file(path: Path) -> list[tuple[str, str]]:
     """(name, subset) rows of a split CSV with the columns `file` and `subset`, checked line by line."""
     if not path.is_file():
@@ -77,11 +73,11 @@ def read_split_file(path: Path) -> list[tuple[str, str]]:
         rows = [((r["file"] or "").strip(), (r["subset"] or "").strip().lower()) for r in reader]
     bad = [f"line {i + 2}: {subset!r}" for i, (_, subset) in enumerate(rows) if subset not in FILE_SUBSETS]
     if bad:
-        raise SplitError(f"{path}: subset must be one of {', '.join(FILE_SUBSETS)}; {_listing(bad)}")
+        raise SplitError(f"{path}: subset must be one of {', '.join(FILE_SUBSETS)}; {listing(bad)}")
     counts = Counter(name for name, _ in rows)
     twice = sorted(name for name, n in counts.items() if n > 1)
     if twice:
-        raise SplitError(f"{path}: {len(twice)} name(s) listed more than once: {_listing(twice)}; keep one row each")
+        raise SplitError(f"{path}: {len(twice)} name(s) listed more than once: {listing(twice)}; keep one row each")
     return rows
 
 
@@ -98,16 +94,16 @@ def file_split(index: pd.DataFrame, path: Path, unlisted: str = "error") -> dict
     by_name = names_index(index["file"].tolist())
     unknown = [name for name, _ in rows if name not in by_name]
     if unknown:
-        raise SplitError(f"{path}: {len(unknown)} name(s) match no image of the dataset: {_listing(unknown)}. "
+        raise SplitError(f"{path}: {len(unknown)} name(s) match no image of the dataset: {listing(unknown)}. "
                          "Is split.file meant for this dataset?")
     ambiguous = [name for name, _ in rows if len(by_name[name]) > 1]
     if ambiguous:
-        raise SplitError(f"{path}: {_listing(ambiguous)} match several images (the same name in several "
+        raise SplitError(f"{path}: {listing(ambiguous)} match several images (the same name in several "
                          "folders or with several extensions); list their full file names")
     subset_of = {by_name[name][0]: FILE_SUBSETS[subset] for name, subset in rows}
     left_out = [keys[i] for i in range(len(keys)) if i not in subset_of]
     if left_out and unlisted != "exclude":
-        raise SplitError(f"{path}: {len(left_out)} image(s) of the dataset are not listed: {_listing(left_out)}. "
+        raise SplitError(f"{path}: {len(left_out)} image(s) of the dataset are not listed: {listing(left_out)}. "
                          "List them, or set split.unlisted: exclude to leave them out of every subset")
     split = {s: sorted(keys[i] for i, subset in subset_of.items() if subset == s) for s in SUBSETS}
     empty = [s for s in SUBSETS if not split[s]]
