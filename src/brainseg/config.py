@@ -151,6 +151,10 @@ class TrainConfig:
     num_workers: int = 0
     pin_memory: bool = True
     resume: str = "auto"
+    # Patch training: each step sees a random patch_size crop of the slice, so a larger
+    # preprocess.image_size costs no more per step; validation and inference see whole slices.
+    patch_size: int = 0  # 0 = the whole slice
+    foreground_patches: float = 0.33  # share of patches placed to contain tumor (others uniform)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -367,6 +371,11 @@ def _check(p: Params) -> None:
     _one_of(t.device, DEVICES, "train.device")
     _require(t.num_workers >= 0, "train.num_workers", "must not be negative")
     _one_of(t.resume, RESUME_MODES, "train.resume")
+    size = p.preprocess.image_size
+    _require(t.patch_size == 0 or (t.patch_size % 32 == 0 and 32 <= t.patch_size <= size), "train.patch_size",
+             f"must be 0 (whole slices) or a multiple of 32 in [32, preprocess.image_size = {size}], "
+             f"got {t.patch_size}")
+    _require(0 <= t.foreground_patches <= 1, "train.foreground_patches", "is a share and must lie in [0, 1]")
     for f in fields(AugmentConfig):
         value = getattr(t.augment, f.name)
         _require(value >= 0, f"train.augment.{f.name}", "must not be negative")

@@ -72,13 +72,19 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 @torch.no_grad()
 def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, device: torch.device,
+                    autocast_dtype: torch.dtype | None = None, memory_format=torch.contiguous_format,
                     batch_size: int = 32) -> tuple[float, float, int]:
-    """(sum of per-slice losses, sum of per-image Dice at threshold 0.5, slices): summable across processes."""
+    """(sum of per-slice losses, sum of per-image Dice at threshold 0.5, slices): summable across processes.
+
+    In the training's precision and memory format: with patch training the whole validation
+    slices can cost as much as the epoch's patches.
+    """
     model.eval()
     loss_sum, dice_sum = 0.0, 0.0
     for rows, x in model_batches(images, device, batch_size):
         y = torch.from_numpy(np.asarray(masks[rows], dtype=np.float32))[:, None].to(device)
-        logits = model(x)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(x.contiguous(memory_format=memory_format))
         loss_sum += criterion(logits, y).item() * len(x)
         pred, truth = (logits > 0).flatten(1), y.bool().flatten(1)
         tp = (pred & truth).sum(1).cpu().numpy()
@@ -131,7 +137,8 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     train_images, train_masks = data.subset("train")
     val_rows = data.rows["val"][ctx.rank::ctx.world]  # validation is sharded, then summed
     val_images, val_masks = data.images[val_rows], data.masks[val_rows]
-    train_set = SliceDataset(train_images, train_masks, build_augmentation(cfg.augment), seed=params.seed)
+    train_set = SliceDataset(train_images, train_masks, build_augmentation(cfg.augment, cfg.patch_size, cfg.foreground_patches),
+                             seed=params.seed)
     loader = _loader(train_set, cfg, ctx, params.seed)
 
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -176,7 +183,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
                                       cfg, ctx, epoch, params.seed, memory_format)
             distributed.broadcast_buffers(ctx, net)
             loss_sum, dice_sum, count = distributed.sum_across(
-                ctx, list(validation_sums(net, criterion, val_images, val_masks, device)))
+                ctx, list(validation_sums(net, criterion, val_images, val_masks, device, autocast_dtype, memory_format)))
             val_loss, val_dice = loss_sum / count, dice_sum / count
             schedule.epoch_end(val_dice)
             entry = {"train/loss": train_loss, "val/loss": val_loss, "val/dice": val_dice, "lr": schedule.lr}

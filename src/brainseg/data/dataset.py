@@ -35,10 +35,14 @@ class ProcessedData:
         return self.images[rows], self.masks[rows]
 
 
-def build_augmentation(cfg: AugmentConfig) -> A.Compose:
-    """The training augmentation; a transform whose probability or strength is 0 is left out."""
+def build_augmentation(cfg: AugmentConfig, patch_size: int = 0, foreground_patches: float = 0.0) -> A.Compose:
+    """The training augmentation; a transform whose probability or strength is 0 is left out.
+
+    With a patch size, the patch is cut after the geometric transforms (their empty corners stay
+    at the slice's edges) and before the intensity ones (which then touch fewer pixels).
+    """
     gamma = (round(100 * (1 - cfg.gamma_range)), round(100 * (1 + cfg.gamma_range)))
-    candidates = [
+    geometric = [
         (cfg.hflip, 1.0, lambda: A.HorizontalFlip(p=cfg.hflip)),
         (cfg.affine, cfg.scale + cfg.rotate_deg + cfg.shift, lambda: A.Affine(
             scale=(1 - cfg.scale, 1 + cfg.scale), rotate=(-cfg.rotate_deg, cfg.rotate_deg),
@@ -46,6 +50,8 @@ def build_augmentation(cfg: AugmentConfig) -> A.Compose:
         # Smooth displacement field (sigma 8 px) scaled by alpha: tissue deformation, not pixel noise.
         (cfg.elastic, cfg.elastic_alpha, lambda: A.ElasticTransform(
             alpha=cfg.elastic_alpha, sigma=8.0, border_mode=cv2.BORDER_CONSTANT, p=cfg.elastic)),
+    ]
+    intensity = [
         (cfg.brightness_contrast, cfg.brightness + cfg.contrast, lambda: A.RandomBrightnessContrast(
             brightness_limit=cfg.brightness, contrast_limit=cfg.contrast, p=cfg.brightness_contrast)),
         (cfg.gamma, cfg.gamma_range, lambda: A.RandomGamma(gamma_limit=gamma, p=cfg.gamma)),
@@ -54,7 +60,23 @@ def build_augmentation(cfg: AugmentConfig) -> A.Compose:
         (cfg.blur, cfg.blur_sigma, lambda: A.GaussianBlur(sigma_limit=(min(0.1, cfg.blur_sigma), cfg.blur_sigma),
                                                           p=cfg.blur)),
     ]
-    return A.Compose([make() for p, strength, make in candidates if p > 0 and strength > 0])
+    patch = [(1.0, patch_size, lambda: patch_sampler(patch_size, foreground_patches))]
+    return A.Compose([make() for p, strength, make in geometric + patch + intensity if p > 0 and strength > 0])
+
+
+def patch_sampler(size: int, foreground_patches: float) -> A.BasicTransform:
+    """A random size x size crop: with probability `foreground_patches` one holding tumor pixels
+    (any crop of a tumor-free slice), else one anywhere on the slice.
+
+    Uniform crops alone would rarely hold a small tumor (a median tumor covers 1.2% of a slice),
+    and tumor-only crops would teach the model that every view holds one.
+    """
+    with_tumor = A.CropNonEmptyMaskIfExists(size, size)
+    anywhere = A.RandomCrop(size, size)
+    if foreground_patches in (0.0, 1.0):
+        return with_tumor if foreground_patches == 1.0 else anywhere
+    with_tumor.p, anywhere.p = foreground_patches, 1.0 - foreground_patches  # OneOf's choice weights
+    return A.OneOf([with_tumor, anywhere], p=1.0)
 
 
 class SliceDataset(Dataset):
