@@ -66,6 +66,9 @@ def test_scientific_notation_string_from_dvc_exp_run():
     ({"data": {"phantom": {"image_size": 100_000}}}, "data.phantom.image_size"),
     ({"model": {"encoder": "resnet81"}}, "model.encoder"),
     ({"export": {"opset": 99}}, "export.opset"),
+    ({"train": {"patch_size": 100}}, "train.patch_size"),
+    ({"train": {"patch_size": 256}}, "train.patch_size"),  # beyond preprocess.image_size (128)
+    ({"train": {"foreground_patches": 1.5}}, "train.foreground_patches"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -154,8 +154,9 @@ def test_two_processes_with_gloo_match_one(prepared, reference, tmp_path):
 @pytest.mark.parametrize("options", [
     {"optimizer": "sgd", "lr": 0.01, "scheduler": "onecycle", "focal_weight": 1.0, "grad_clip": 1.0,
      "channels_last": True, "amp": "bf16", "augment": {**TINY_AUGMENT, "elastic": 0.5, "blur": 0.5}},
-    {"optimizer": "adamw", "weight_decay": 0.01, "scheduler": "plateau", "plateau_patience": 1, "num_workers": 2},
-], ids=["sgd-onecycle-focal-clip-channels_last-amp", "adamw-plateau-workers"])
+    {"optimizer": "adamw", "weight_decay": 0.01, "scheduler": "plateau", "plateau_patience": 1, "num_workers": 2,
+     "patch_size": 32, "foreground_patches": 0.5},
+], ids=["sgd-onecycle-focal-clip-channels_last-amp", "adamw-plateau-workers-patches"])
 def test_training_options_run_end_to_end(prepared, tmp_path, options):
     ws = _workspace(prepared, tmp_path, "options", epochs=2, **options)
     out = _train(ws)
