@@ -5,7 +5,7 @@ from pathlib import Path
 
 from brainseg.cli import run
 from brainseg.config import load_params
-from brainseg.data.archive import atomic_write_text
+from brainseg.io import atomic_write_text
 from brainseg.data.cache import preprocess
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from brainseg.config import DataConfig, PhantomConfig
-from brainseg.data.archive import UnsafeArchiveError, safe_extract_zip, staging_dir
+from brainseg.data.archive import UnsafeArchiveError, safe_extract_zip
+from brainseg.io import staging_dir
 from brainseg.data.sources import DataSourceError, download
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared/data/brain-tumor-image-dataset-semantic-segmentation.zip"

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from brainseg.config import Params
-from brainseg.data.archive import atomic_write_text
+from brainseg.io import atomic_write_text
 from brainseg.data.cache import original_masks
 from brainseg.data.dataset import ProcessedData
 from brainseg.data.reference import reference_masks

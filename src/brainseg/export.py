@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from brainseg.config import ExportConfig
-from brainseg.data.archive import atomic_write_text, temp_sibling
+from brainseg.io import atomic_output, atomic_write_text, temp_sibling
 from brainseg.errors import BrainsegError
 from brainseg.model import load_checkpoint
 
@@ -50,24 +50,22 @@ def _graph_nodes(graph):
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     import onnx
 
-    tmp = temp_sibling(path, clear_abandoned=True)
-    torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset, verbose=False,
-                      input_names=["image"], output_names=["probability"],
-                      dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=1024)}})
-    # Node metadata holds Python stack traces with absolute source paths: without it, the same
-    # weights give the same bytes in any checkout, so dvc.lock hashes reproduce.
-    exported = onnx.load(str(tmp))
-    written = {o.domain: o.version for o in exported.opset_import}.get("", None)
-    if written != opset:  # the exporter falls back to its default opset when it cannot convert
-        tmp.unlink()
-        raise ExportError(f"export.opset is {opset}, but the ONNX exporter wrote opset {written}; choose an opset "
-                          "it converts to (17 up to the newest onnxscript supports)")
-    for graph in [exported.graph, *exported.functions]:
-        for node in _graph_nodes(graph):
-            del node.metadata_props[:]
-            node.doc_string = ""
-    onnx.save(exported, str(tmp))
-    tmp.replace(path)
+    with atomic_output(path, clear_abandoned=True) as tmp:
+        torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False, opset_version=opset,
+                          verbose=False, input_names=["image"], output_names=["probability"],
+                          dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=1024)}})
+        # Node metadata holds Python stack traces with absolute source paths: without it, the same
+        # weights give the same bytes in any checkout, so dvc.lock hashes reproduce.
+        exported = onnx.load(str(tmp))
+        written = {o.domain: o.version for o in exported.opset_import}.get("", None)
+        if written != opset:  # the exporter falls back to its default opset when it cannot convert
+            raise ExportError(f"export.opset is {opset}, but the ONNX exporter wrote opset {written}; choose an "
+                              "opset it converts to (17 up to the newest onnxscript supports)")
+        for graph in [exported.graph, *exported.functions]:
+            for node in _graph_nodes(graph):
+                del node.metadata_props[:]
+                node.doc_string = ""
+        onnx.save(exported, str(tmp))
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -79,9 +77,9 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> 
     # Rewrite the archive without its *.debug_pkl records (source ranges with absolute paths),
     # for the same reason as the ONNX metadata; the loader treats debug records as optional. The
     # serialization id is a checksum that covered those records: recompute it over what is kept.
-    tmp = temp_sibling(path, clear_abandoned=True)
     try:
-        with zipfile.ZipFile(traced) as source, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as stripped:
+        with (atomic_output(path, clear_abandoned=True) as tmp, zipfile.ZipFile(traced) as source,
+              zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as stripped):
             kept = [(info.filename, source.read(info.filename)) for info in source.infolist()
                     if not info.filename.endswith(".debug_pkl")]
             digest = hashlib.sha256(b"".join(name.encode() + data for name, data in kept
@@ -92,7 +90,6 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> 
                 stripped.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
     finally:
         traced.unlink()
-    tmp.replace(path)
 
 
 def _run_torchscript(path: Path, inputs: torch.Tensor) -> np.ndarray:

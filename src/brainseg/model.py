@@ -16,6 +16,7 @@ from torch import nn
 
 from brainseg.config import ModelConfig, is_local_weights
 from brainseg.errors import BrainsegError
+from brainseg.io import atomic_output
 
 # MRI slices are grayscale. Pretrained RGB encoders keep their weights except the first convolution,
 # whose three input filters are summed into one (smp does this for hub weights, we for local files).
@@ -166,10 +167,8 @@ def build_model(cfg: ModelConfig) -> SegmentationNet:
 
 def save_checkpoint(path: Path, state_dict: dict, cfg: ModelConfig, image_size: int, **extra) -> None:
     """Atomically save what evaluation and export need to rebuild the model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"state_dict": state_dict, "model": asdict(cfg), "image_size": image_size, **extra}, tmp)
-    tmp.replace(path)
+    with atomic_output(path, clear_abandoned=True) as tmp:
+        torch.save({"state_dict": state_dict, "model": asdict(cfg), "image_size": image_size, **extra}, tmp)
 
 
 def load_checkpoint(path: Path) -> tuple[SegmentationNet, dict]:

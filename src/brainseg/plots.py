@@ -11,15 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from brainseg.io import atomic_output  # noqa: E402
+
 _PNG_META = {"Software": None}  # keeps PNG bytes identical across matplotlib patch releases
 
 
 def _save(fig, path: Path, dpi: int = 100) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi, metadata=_PNG_META)
+    with atomic_output(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, metadata=_PNG_META)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def overlay_grid(panels: list[tuple[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]]], path: Path) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from brainseg.data.archive import atomic_write_bytes
+from brainseg.io import atomic_write_bytes
 from brainseg.errors import listing
 from brainseg.imaging import IMAGE_SUFFIXES, read_grayscale, to_uint8
 from brainseg.postprocess import binarize

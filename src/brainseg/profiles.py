@@ -30,7 +30,7 @@ import yaml
 
 from brainseg.cli import run
 from brainseg.config import ConfigError, parse_params, read_yaml
-from brainseg.data.archive import atomic_write_text
+from brainseg.io import atomic_write_text
 from brainseg.metrics import bootstrap_means
 
 # Text Hydra's grammar reads back as the same string when unquoted: names and relative/absolute paths.

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from brainseg.config import Params
+from brainseg.io import atomic_output
 
 # Settings that change speed but not results, so changing them keeps a state resumable.
 _RESULT_NEUTRAL = ("resume", "num_workers", "pin_memory")
@@ -65,10 +66,8 @@ def restore_rng_state(state: dict) -> None:
 
 
 def save_state(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # a kill during the save leaves the previous state intact
+    with atomic_output(path, clear_abandoned=True) as tmp:  # a kill during the save keeps the previous state
+        torch.save(state, tmp)
 
 
 def load_state(path: Path, expected_fingerprint: str) -> dict | None:

@@ -1,4 +1,4 @@
-"""Safe zip extraction and atomic directory replacement.
+"""Safe zip extraction.
 
 Archives come from the network or from users; a member must never escape the target
 folder, be a link or special file, or inflate beyond a stated bound (zip bomb).
@@ -7,13 +7,9 @@ folder, be a link or special file, or inflate beyond a stated bound (zip bomb).
 from __future__ import annotations
 
 import lzma
-import os
-import shutil
 import stat
-import tempfile
 import zipfile
 import zlib
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from brainseg.errors import BrainsegError
@@ -132,90 +128,3 @@ def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> N
     if size != info.file_size or crc != info.CRC:
         raise zipfile.BadZipFile(f"its data inflate to {size} bytes with CRC {crc:08x}, its header says "
                                  f"{info.file_size} bytes with CRC {info.CRC:08x}")
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_abandoned(parent: Path, prefix: str) -> list[Path]:
-    """Remove `parent/<prefix><pid>...` entries whose process no longer runs; return them.
-
-    A killed run (SIGKILL, power loss) cannot clean its scratch folders; the next run does. Entries
-    of a process that still runs are kept: it may be a concurrent run using them.
-    """
-    removed = []
-    for entry in parent.glob(f"{prefix}*") if parent.is_dir() else ():
-        digits = entry.name[len(prefix):].split("-", 1)[0]
-        if digits.isdigit() and not _pid_running(int(digits)):
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            removed.append(entry)
-    return removed
-
-
-@contextmanager
-def scratch_dir(parent: Path, prefix: str):
-    """A temporary folder `parent/<prefix><pid>-<random>`, removed on exit; first removes what killed
-    earlier runs left under the same prefix."""
-    parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(parent, prefix)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextmanager
-def staging_dir(final: Path):
-    """Yield a temporary folder beside `final`; on success it atomically becomes `final`.
-
-    On any error the temporary folder is removed and `final` is left exactly as it was. Staging and
-    replaced folders that a killed run left beside `final` are removed first.
-    """
-    remove_abandoned(final.parent, f".{final.name}.old-")
-    with scratch_dir(final.parent, f".{final.name}.tmp-") as tmp:
-        yield tmp
-        replace_dir(tmp, final)
-
-
-def replace_dir(src: Path, final: Path) -> None:
-    """Move the folder `src` to `final`, replacing any old folder there."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(src, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def temp_sibling(path: Path, clear_abandoned: bool = False) -> Path:
-    """Where to write `path` before renaming it into place, named for this process.
-
-    `clear_abandoned` first removes what killed runs left under such names: worth a folder listing
-    for large files (models), not for each of thousands of small outputs.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if clear_abandoned:
-        remove_abandoned(path.parent, f".{path.name}.tmp-")
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = temp_sibling(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from brainseg.data.archive import atomic_write_bytes, staging_dir
+from brainseg.io import atomic_write_bytes, staging_dir
 from brainseg.data.index import INDEX_COLUMNS
 from brainseg.data.layout import DROP_REASONS, LayoutStats, Sample, read_layout
 from brainseg.data.masks import decode_rle, rasterize_polygons

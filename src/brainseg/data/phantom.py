@@ -13,9 +13,7 @@ import functools
 import hashlib
 import json
 import math
-import os
 import statistics
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -27,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from brainseg.data.layout import COCO_FILE, SPLIT_NAMES
+from brainseg.io import atomic_output
 
 CATEGORIES = [
     {"id": 0, "name": "Tumor", "supercategory": "none"},
@@ -427,7 +426,7 @@ def _render_split(
 
 
 def write_phantom_archive(path: Path, counts: Mapping[str, int], spec: PhantomSpec, seed: int) -> None:
-    """Write the zip (counts e.g. {"train": 480, "valid": 120, "test": 120}). Atomic: write to a temp file beside `path`, then os.replace. Show a tqdm progress bar."""
+    """Write the zip (counts e.g. {"train": 480, "valid": 120, "test": 120}) atomically, with a progress bar."""
     if set(counts) != set(SPLIT_NAMES):
         raise ValueError(f"counts must have exactly the keys {SPLIT_NAMES}, got {sorted(counts)}")
     for split, count in counts.items():
@@ -437,23 +436,15 @@ def write_phantom_archive(path: Path, counts: Mapping[str, int], spec: PhantomSp
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     members: dict[str, bytes] = {}
     with tqdm(total=sum(counts.values()), desc="phantom", unit="img") as progress:
         for split in SPLIT_NAMES:
             members.update(_render_split(split, int(counts[split]), spec, int(seed), progress))
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
-            for name in sorted(members):
-                info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-                info.external_attr = 0o644 << 16
-                # JPEGs are already compressed; deflating them only costs time.
-                info.compress_type = zipfile.ZIP_STORED if name.endswith(".jpg") else zipfile.ZIP_DEFLATED
-                zf.writestr(info, members[name], compresslevel=6)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            # JPEGs are already compressed; deflating them only costs time.
+            info.compress_type = zipfile.ZIP_STORED if name.endswith(".jpg") else zipfile.ZIP_DEFLATED
+            zf.writestr(info, members[name], compresslevel=6)

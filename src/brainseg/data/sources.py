@@ -7,7 +7,6 @@ renamed into place only when complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -19,7 +18,8 @@ import zipfile
 from pathlib import Path
 
 from brainseg.config import DataConfig, ReferenceConfig, kaggle_dataset_parts
-from brainseg.data.archive import atomic_write_text, safe_extract_zip, scratch_dir, staging_dir
+from brainseg.data.archive import safe_extract_zip
+from brainseg.io import atomic_write_text, scratch_dir, sha256_file, staging_dir
 from brainseg.data.layout import LayoutError, find_dataset_root
 from brainseg.data.phantom import PhantomSpec, write_phantom_archive
 from brainseg.errors import BrainsegError, listing
@@ -42,14 +42,6 @@ REJECTED_HINT = (
 
 # Backoff before retry n is RETRY_BACKOFF_S * 2**(n-1); tests set it to 0.
 RETRY_BACKOFF_S = 2.0
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def kaggle_credentials_present() -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from brainseg.config import SPLIT_FILES_DIR
-from brainseg.data.archive import staging_dir
+from brainseg.io import staging_dir
 from brainseg.data.index import names_index, sample_keys
 from brainseg.errors import BrainsegError, listing
 
