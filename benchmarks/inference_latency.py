@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from brainseg.data.phantom import PhantomSpec, render_slice
+from brainseg.config import PhantomConfig
+from brainseg.data.phantom import render_slice
 from brainseg.export import ProbabilityNet
 from brainseg.model import load_checkpoint
 from brainseg.predict import OVERLAY_FORMATS, predict
@@ -72,7 +73,7 @@ def main() -> None:
         inputs.mkdir()
         rng = np.random.default_rng(1)
         for i in range(64):
-            image, _ = render_slice(rng, PhantomSpec())
+            image, _ = render_slice(rng, PhantomConfig())
             cv2.imwrite(str(inputs / f"slice{i:03d}.jpg"), image)
         for overlay_format in OVERLAY_FORMATS:
             start = time.perf_counter()

@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw
 from brainseg.data.archive import safe_extract_zip
 from brainseg.data.cache import preprocess
 from brainseg.data.dataset import SliceDataset
-from brainseg.data.phantom import PhantomSpec, write_phantom_archive
+from brainseg.config import PhantomConfig
+from brainseg.data.phantom import write_phantom_archive
 
 COUNTS = {"train": 1502, "valid": 429, "test": 215}
 SPLITS = tuple(COUNTS)
@@ -39,7 +40,7 @@ def phantom_root() -> Path:
     if not done.is_file():
         root.mkdir(parents=True, exist_ok=True)
         archive = root / "phantom.zip"
-        write_phantom_archive(archive, COUNTS, PhantomSpec(image_size=640), SEED)
+        write_phantom_archive(archive, PhantomConfig(**COUNTS, image_size=640), SEED)
         extracted = root / "raw"
         extracted.mkdir(exist_ok=True)
         safe_extract_zip(archive, extracted, 2**32)

@@ -7,10 +7,9 @@ from brainseg.config import ConfigError, Params, load_params, parse_params
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_committed_params_load():
-    params = load_params(ROOT / "params.yaml")
-    assert isinstance(params, Params)
-    assert params.data.source == "phantom"
+def test_committed_params_load_and_equal_the_code_defaults():
+    # A key left out of a profile or of params.yaml means the same in code as in the file.
+    assert load_params(ROOT / "params.yaml") == Params()
 
 
 def test_defaults_when_empty():
@@ -69,6 +68,12 @@ def test_scientific_notation_string_from_dvc_exp_run():
     ({"train": {"patch_size": 100}}, "train.patch_size"),
     ({"train": {"patch_size": 256}}, "train.patch_size"),  # beyond preprocess.image_size (128)
     ({"train": {"foreground_patches": 1.5}}, "train.foreground_patches"),
+    ({"data": {"phantom": {"tumor_free_fraction": 0.6, "two_tumor_fraction": 0.6}}},
+     "data.phantom.tumor_free_fraction/two_tumor_fraction"),
+    ({"data": {"phantom": {"valid": 0}}}, "data.phantom.valid"),
+    ({"evaluate": {"min_component_px": [4, "x"]}}, "evaluate.min_component_px"),
+    ({"data": {"categories": "tumor"}}, "data.categories"),
+    ({"model": {"encoder_weights": 3}}, "model.encoder_weights"),
 ])
 def test_bad_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -6,9 +6,9 @@ import json
 import pytest
 from kaggle_server import DOWNLOAD_PATH, INTROSPECT_PATH, STORAGE_PREFIX, KaggleTestServer
 
-from brainseg.config import DataConfig
+from brainseg.config import ConfigError, DataConfig, PhantomConfig
 from brainseg.data import sources
-from brainseg.data.phantom import PhantomSpec, write_phantom_archive
+from brainseg.data.phantom import write_phantom_archive
 from brainseg.data.sources import DataSourceError, download
 
 DATASET = "tester/brain-phantom"
@@ -18,7 +18,7 @@ USER, KEY = "tester", "k3y-0f-the-test-user-5ecret"
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("zip") / "phantom.zip"
-    write_phantom_archive(path, {"train": 3, "valid": 2, "test": 2}, PhantomSpec(image_size=64), 3)
+    write_phantom_archive(path, PhantomConfig(train=3, valid=2, test=2, image_size=64), 3)
     return path.read_bytes()
 
 
@@ -130,7 +130,7 @@ def test_invalid_access_token_is_rejected(server, raw, monkeypatch, capfd):
 
 @pytest.mark.parametrize("name", ["no-slash", "owner/slug/latest", "/slug", "a/b/1/2"])
 def test_malformed_dataset_name_fails_before_any_request(server, raw, name):
-    with pytest.raises(DataSourceError, match="owner/dataset-slug"):
+    with pytest.raises(ConfigError, match="data.kaggle_dataset must look like owner/dataset-slug"):
         download(DataConfig(source="kaggle", kaggle_dataset=name), 0, raw, raw.parent / "d.json")
     assert server.requests == []
 

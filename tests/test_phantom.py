@@ -1,31 +1,32 @@
 import json
 import re
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from brainseg.config import ConfigError, PhantomConfig
 from brainseg.data.masks import rasterize_polygons
 from brainseg.data.layout import COCO_FILE
 from brainseg.data.phantom import (
     CATEGORIES,
     MAX_AREA_FRACTION,
     MIN_AREA_FRACTION,
-    PhantomSpec,
     _place_tumors,
     mask_to_polygons,
     render_slice,
     write_phantom_archive,
 )
 
-SMALL = PhantomSpec(image_size=128)
 COUNTS = {"train": 6, "valid": 3, "test": 3}
+SMALL = PhantomConfig(**COUNTS, image_size=128)
 NAME_RE = re.compile(r"^(train|valid|test)/(\d+)_jpg\.rf\.[0-9a-f]{32}\.jpg$")
 
 
-def _slices(n: int, spec: PhantomSpec = SMALL, seed: int = 0):
+def _slices(n: int, spec: PhantomConfig = SMALL, seed: int = 0):
     for i in range(n):
         yield render_slice(np.random.default_rng(np.random.SeedSequence([seed, i])), spec)
 
@@ -42,14 +43,14 @@ def _split_members(path: Path) -> dict[str, dict[str, bytes]]:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("phantom") / "data.zip"
-    write_phantom_archive(path, COUNTS, SMALL, seed=3)
+    write_phantom_archive(path, SMALL, seed=3)
     return path
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(archive, tmp_path):
     again, other = tmp_path / "again.zip", tmp_path / "other.zip"
-    write_phantom_archive(again, COUNTS, SMALL, seed=3)
-    write_phantom_archive(other, COUNTS, SMALL, seed=4)
+    write_phantom_archive(again, SMALL, seed=3)
+    write_phantom_archive(other, SMALL, seed=4)
     assert again.read_bytes() == archive.read_bytes()
     assert other.read_bytes() != archive.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.zip", "other.zip"]  # no temp left
@@ -57,7 +58,7 @@ def test_same_seed_same_bytes_and_other_seed_differs(archive, tmp_path):
 
 def test_changing_one_split_count_keeps_other_splits(archive, tmp_path):
     changed = tmp_path / "changed.zip"
-    write_phantom_archive(changed, {**COUNTS, "train": COUNTS["train"] + 2}, SMALL, seed=3)
+    write_phantom_archive(changed, replace(SMALL, train=COUNTS["train"] + 2), seed=3)
     before, after = _split_members(archive), _split_members(changed)
     assert before["valid"] == after["valid"] and before["test"] == after["test"]
     old_train = {k: v for k, v in before["train"].items() if k != COCO_FILE}
@@ -102,7 +103,7 @@ def test_archive_layout_and_coco(archive):
 
 def test_annotations_are_not_grouped_by_image(tmp_path):
     path = tmp_path / "a.zip"
-    write_phantom_archive(path, {"train": 30, "valid": 0, "test": 0}, SMALL, seed=1)
+    write_phantom_archive(path, replace(SMALL, train=30, valid=1, test=1), seed=1)
     with zipfile.ZipFile(path) as zf:
         anns = json.loads(zf.read(f"train/{COCO_FILE}"))["annotations"]
     image_ids = [a["image_id"] for a in anns]
@@ -110,7 +111,7 @@ def test_annotations_are_not_grouped_by_image(tmp_path):
 
 
 def test_tumor_count_fractions():
-    counts = np.array([int(label.max()) for _, label in _slices(200, PhantomSpec(image_size=96))])
+    counts = np.array([int(label.max()) for _, label in _slices(200, PhantomConfig(image_size=96))])
     assert 0.08 <= (counts == 0).mean() <= 0.24
     assert 0.08 <= (counts == 2).mean() <= 0.24
 
@@ -161,7 +162,7 @@ def test_tumor_area_fractions_in_range():
 def test_difficulty_is_monotonic():
     noise, contrast = [], []
     for d in (0.0, 0.5, 1.0):
-        spec = PhantomSpec(image_size=128, difficulty=d)
+        spec = PhantomConfig(image_size=128, difficulty=d)
         corner, lesion = [], []
         for image, label in _slices(12, spec, seed=5):
             corner.append(image[:12, :12].std())
@@ -173,9 +174,10 @@ def test_difficulty_is_monotonic():
     assert contrast[0] > contrast[1] > contrast[2]
 
 
-def test_spec_validation_names_field():
-    for field, value in [("difficulty", 1.5), ("tumor_free_fraction", -0.1), ("two_tumor_fraction", 2.0), ("image_size", 8)]:
-        with pytest.raises(ValueError, match=field):
-            PhantomSpec(**{field: value})
-    with pytest.raises(ValueError, match="counts"):
-        write_phantom_archive(Path("unused.zip"), {"train": 1}, SMALL, seed=0)
+def test_phantom_settings_are_checked_once_naming_the_key():
+    for field, value in [("difficulty", 1.5), ("tumor_free_fraction", -0.1), ("two_tumor_fraction", 2.0),
+                         ("image_size", 8), ("valid", 0), ("test", 10_001)]:
+        with pytest.raises(ConfigError, match=rf"data\.phantom\.{field}"):
+            PhantomConfig(**{field: value})
+    with pytest.raises(ConfigError, match=r"data\.phantom\.tumor_free_fraction/two_tumor_fraction must sum"):
+        PhantomConfig(tumor_free_fraction=0.6, two_tumor_fraction=0.6)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -46,6 +46,7 @@ SMP_ENCODERS = frozenset("""
     timm-tf_efficientnet_lite3 timm-tf_efficientnet_lite4 vgg11 vgg11_bn vgg13 vgg13_bn vgg16 vgg16_bn
     vgg19 vgg19_bn xception""".split())
 MAX_PHANTOM_SIZE = 2048  # 720 slices of 2048^2 already take 3 GB of raw arrays
+MAX_PHANTOM_SLICES = 10_000  # per split: the phantom numbers its source slices modulo a prime above this
 # Local encoder weight files live here; dvc.yaml lists the folder as a dependency of train.
 WEIGHTS_DIR = "weights"
 SPLIT_FILES_DIR = "configs/splits"  # a dependency of the split stage: split files must live here
@@ -56,19 +57,61 @@ class ConfigError(BrainsegError, ValueError):
     """A value in params.yaml is missing or invalid; the message names the key."""
 
 
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {message}")
+
+
+def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
+    _require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _require_csv_under(value: str | None, folder: str, key: str, stage: str, when: str) -> None:
+    parts = Path(value or "").parts
+    _require(parts[:2] == tuple(folder.split("/")) and len(parts) > 2 and ".." not in parts
+             and parts[-1].endswith(".csv"), key,
+             f"must name a .csv file under {folder}/ (a tracked dependency of the {stage} stage) {when}; "
+             f"got {value!r}")
+
+
+def _require_kaggle_dataset(name: str | None, key: str) -> None:
+    _require(kaggle_dataset_parts(name or "") is not None, key,
+             f"must look like owner/dataset-slug[/version number]; got {name!r}")
+
+
+# Each section checks its own values when it is built (from params.yaml or in code); `KEY` is
+# its place in params.yaml, so that every message names the key at fault. Checks that span
+# sections, or that tie a value to the pipeline's tracked folders, are Params'.
+
 @dataclass(frozen=True)
 class PhantomConfig:
+    """The built-in synthetic slices: split sizes and how hard they are to segment."""
+    KEY: ClassVar[str] = "data.phantom"
     train: int = 480
     valid: int = 120
     test: int = 120
     image_size: int = 640
-    difficulty: float = 0.5
+    difficulty: float = 0.5  # 0 easy .. 1 hard: noise, bias field, texture, lower tumor contrast
     tumor_free_fraction: float = 0.15
     two_tumor_fraction: float = 0.15
+
+    def __post_init__(self) -> None:
+        for name in ("train", "valid", "test"):
+            count = getattr(self, name)
+            _require(1 <= count <= MAX_PHANTOM_SLICES, f"{self.KEY}.{name}",
+                     f"must lie in [1, {MAX_PHANTOM_SLICES}], got {count}")
+        _require(64 <= self.image_size <= MAX_PHANTOM_SIZE, f"{self.KEY}.image_size",
+                 f"must lie in [64, {MAX_PHANTOM_SIZE}], got {self.image_size}")
+        for name in ("difficulty", "tumor_free_fraction", "two_tumor_fraction"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{self.KEY}.{name}", "must lie in [0, 1]")
+        _require(self.tumor_free_fraction + self.two_tumor_fraction <= 1.0,
+                 f"{self.KEY}.tumor_free_fraction/two_tumor_fraction",
+                 f"must sum to at most 1, got {self.tumor_free_fraction} + {self.two_tumor_fraction}")
 
 
 @dataclass(frozen=True)
 class DataConfig:
+    KEY: ClassVar[str] = "data"
     source: str = "phantom"
     kaggle_dataset: str = "pkdarabi/brain-tumor-image-dataset-semantic-segmentation"
     local_path: str | None = None
@@ -78,15 +121,52 @@ class DataConfig:
     categories: tuple[str, ...] = ()
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
 
+    def __post_init__(self) -> None:
+        _one_of(self.source, SOURCES, "data.source")
+        if self.source == "local":
+            _require(bool(self.local_path), "data.local_path", "must name a zip or folder when data.source is local")
+        if self.source == "kaggle":
+            _require_kaggle_dataset(self.kaggle_dataset, "data.kaggle_dataset")
+        _require(self.max_archive_mb > 0, "data.max_archive_mb", "must be positive")
+        _require(self.download_retries >= 1, "data.download_retries", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """A second truth for the test images (e.g. expert outlines where the labels are boxes)."""
+    KEY: ClassVar[str] = "reference"
+    source: str = "none"  # none | kaggle | local, fetched like data.source; any supported layout
+    kaggle_dataset: str | None = None
+    local_path: str | None = None
+    mapping: str | None = None  # CSV under configs/references/ pairing image and reference names
+
+    def __post_init__(self) -> None:
+        _one_of(self.source, REFERENCE_SOURCES, "reference.source")
+        if self.source == "local":
+            _require(bool(self.local_path), "reference.local_path",
+                     "must name a zip or folder when reference.source is local")
+        if self.source == "kaggle":
+            _require_kaggle_dataset(self.kaggle_dataset, "reference.kaggle_dataset")
+        if self.mapping is not None:
+            _require_csv_under(self.mapping, REFERENCE_MAPPINGS_DIR, "reference.mapping", "evaluate", "or null")
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
+    KEY: ClassVar[str] = "preprocess"
     image_size: int = 128
     on_bad_image: str = "error"  # error | skip
+
+    def __post_init__(self) -> None:
+        # Encoders downsample 2**5 = 32 times.
+        _require(self.image_size >= 32 and self.image_size % 32 == 0, "preprocess.image_size",
+                 f"must be a multiple of 32 (at least 32), got {self.image_size}")
+        _one_of(self.on_bad_image, BAD_IMAGE_POLICIES, "preprocess.on_bad_image")
 
 
 @dataclass(frozen=True)
 class SplitConfig:
+    KEY: ClassVar[str] = "split"
     strategy: str = "predefined"
     train: float = 0.7
     val: float = 0.15
@@ -94,18 +174,41 @@ class SplitConfig:
     file: str | None = None  # strategy file: a CSV (file,subset) under configs/splits/
     unlisted: str = "error"  # strategy file: images the file does not name are an error | excluded
 
+    def __post_init__(self) -> None:
+        _one_of(self.strategy, SPLIT_STRATEGIES, "split.strategy")
+        _one_of(self.unlisted, UNLISTED_POLICIES, "split.unlisted")
+        if self.strategy == "file":
+            _require_csv_under(self.file, SPLIT_FILES_DIR, "split.file", "split", "when split.strategy is file")
+        fractions = (self.train, self.val, self.test)
+        _require(all(f > 0 for f in fractions) and abs(sum(fractions) - 1.0) < 1e-6,
+                 "split.train/val/test", f"must be positive and sum to 1, got {fractions}")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
+    KEY: ClassVar[str] = "model"
     architecture: str = "Unet"
     encoder: str = "resnet18"
     encoder_weights: str | None = None
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
     dropout: float = 0.1
 
+    def __post_init__(self) -> None:
+        _one_of(self.architecture, ARCHITECTURES, "model.architecture")
+        if not self.encoder.startswith("tu-"):
+            close = difflib.get_close_matches(self.encoder, SMP_ENCODERS, n=3)
+            _require(self.encoder in SMP_ENCODERS, "model.encoder",
+                     f"{self.encoder!r} is not a segmentation-models-pytorch encoder"
+                     + (f"; did you mean {', '.join(close)}?" if close
+                        else "; e.g. resnet18, resnet34, efficientnet-b0, or tu-<timm model>"))
+        _require(len(self.decoder_channels) == 5 and min(self.decoder_channels) > 0,
+                 "model.decoder_channels", "must list 5 positive channel counts")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout", "must lie in [0, 1)")
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    KEY: ClassVar[str] = "train.augment"
     # Probabilities (p) and strengths of each augmentation, applied in this order.
     hflip: float = 0.5
     affine: float = 0.7  # p of one rotate/scale/shift draw
@@ -124,10 +227,19 @@ class AugmentConfig:
     blur: float = 0.0  # p
     blur_sigma: float = 1.0  # max Gaussian sigma, pixels
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            _require(value >= 0, f"train.augment.{f.name}", "must not be negative")
+            if f.name in AUGMENT_PROBABILITIES:
+                _require(value <= 1, f"train.augment.{f.name}", "is a probability and must lie in [0, 1]")
+        _require(self.gamma_range < 1, "train.augment.gamma_range", "must be below 1")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30
+    KEY: ClassVar[str] = "train"
+    epochs: int = 24
     batch_size: int = 16  # global: split evenly across train.devices processes
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -157,33 +269,67 @@ class TrainConfig:
     foreground_patches: float = 0.33  # share of patches placed to contain tumor (others uniform)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "must be at least 1")
+        _require(self.devices >= 1, "train.devices", "must be at least 1")
+        _require(self.batch_size >= 2 * self.devices and self.batch_size % self.devices == 0, "train.batch_size",
+                 f"must be a multiple of train.devices ({self.devices}) giving at least 2 slices per process "
+                 f"(batch norm needs two); got {self.batch_size}")
+        _one_of(self.optimizer, OPTIMIZERS, "train.optimizer")
+        _require(self.lr > 0, "train.lr", "must be positive")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
+        _require(0 <= self.momentum < 1, "train.momentum", "must lie in [0, 1)")
+        _one_of(self.scheduler, SCHEDULERS, "train.scheduler")
+        _require(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", "must lie in [0, train.epochs)")
+        _require(self.plateau_patience >= 1, "train.plateau_patience", "must be at least 1")
+        _require(0 < self.plateau_factor < 1, "train.plateau_factor", "must lie in (0, 1)")
+        _require(self.patience >= 1, "train.patience", "must be at least 1")
+        weights = (self.dice_weight, self.bce_weight, self.focal_weight)
+        _require(min(weights) >= 0 and sum(weights) > 0, "train.dice_weight/bce_weight/focal_weight",
+                 "must be non-negative and not all zero")
+        _require(self.focal_gamma >= 0, "train.focal_gamma", "must not be negative")
+        _require(self.grad_clip >= 0, "train.grad_clip", "must not be negative (0 turns clipping off)")
+        _one_of(self.amp, AMP_MODES, "train.amp")
+        _one_of(self.device, DEVICES, "train.device")
+        _require(self.num_workers >= 0, "train.num_workers", "must not be negative")
+        _one_of(self.resume, RESUME_MODES, "train.resume")
+        _require(self.patch_size == 0 or (self.patch_size >= 32 and self.patch_size % 32 == 0), "train.patch_size",
+                 f"must be 0 (whole slices) or a multiple of 32 (at least 32), got {self.patch_size}")
+        _require(0 <= self.foreground_patches <= 1, "train.foreground_patches", "is a share and must lie in [0, 1]")
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    KEY: ClassVar[str] = "evaluate"
     tune_on_val: bool = True
     threshold: float = 0.5
     tta: bool = True
     min_component_px: tuple[int, ...] = (0, 4, 8, 16, 32)
     overlays_per_group: int = 4
 
+    def __post_init__(self) -> None:
+        _require(0.0 < self.threshold < 1.0, "evaluate.threshold", "must lie in (0, 1)")
+        _require(self.overlays_per_group >= 1, "evaluate.overlays_per_group", "must be at least 1")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
+    KEY: ClassVar[str] = "export"
     opset: int = 18
     tolerance: float = 1e-4
 
+    def __post_init__(self) -> None:
+        import onnx  # here, not at the top: 0.2 s that only this check needs
 
-@dataclass(frozen=True)
-class ReferenceConfig:
-    """A second truth for the test images (e.g. expert outlines where the labels are boxes)."""
-    source: str = "none"  # none | kaggle | local, fetched like data.source; any supported layout
-    kaggle_dataset: str | None = None
-    local_path: str | None = None
-    mapping: str | None = None  # CSV under configs/references/ pairing image and reference names
+        newest = onnx.defs.onnx_opset_version()
+        _require(17 <= self.opset <= newest, "export.opset",
+                 f"must lie in [17, {newest}] (the installed onnx knows opsets up to {newest}), got {self.opset}")
+        _require(self.tolerance > 0, "export.tolerance", "must be positive")
 
 
 @dataclass(frozen=True)
 class Params:
+    KEY: ClassVar[str] = ""
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
@@ -193,6 +339,17 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.seed < 2**32, "seed", f"must lie in [0, 2**32) (NumPy's seed range), got {self.seed}")
+        size = self.preprocess.image_size
+        _require(self.train.patch_size <= size, "train.patch_size",
+                 f"must not exceed preprocess.image_size ({size}), got {self.train.patch_size}")
+        if is_local_weights(self.model.encoder_weights):
+            parts = Path(self.model.encoder_weights).parts
+            _require(parts[:1] == (WEIGHTS_DIR,) and len(parts) > 1 and ".." not in parts, "model.encoder_weights",
+                     f"must be null, a hub name such as imagenet, or a file under {WEIGHTS_DIR}/ (a tracked "
+                     f"dependency of the train stage); got {self.model.encoder_weights!r}")
 
 
 def read_yaml(path: Path, if_missing: str) -> Any:
@@ -216,44 +373,42 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def parse_params(raw: dict[str, Any]) -> Params:
-    params = _build(Params, raw, "")
-    _check(params)
-    return params
+    return _build(Params, raw)
 
 
-def _build(cls, raw: Any, prefix: str):
+def _build(cls, raw: Any):
+    """`cls` from a parsed YAML mapping: every value converted to its field's declared type."""
+    prefix = f"{cls.KEY}." if cls.KEY else ""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'top level'} must be a mapping, got {raw!r}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
+        raise ConfigError(f"{cls.KEY or 'top level'} must be a mapping, got {raw!r}")
+    hints = get_type_hints(cls)
+    allowed = [f.name for f in fields(cls)]
+    unknown = sorted(set(raw) - set(allowed))
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]} (allowed here: {', '.join(known)})")
-    values = {}
-    for name, f in known.items():
-        if name not in raw:
-            continue
-        key = prefix + name
-        default = getattr(cls(), name)
-        values[name] = _coerce(raw[name], default, str(f.type), key)
-    return cls(**values)
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (allowed here: {', '.join(allowed)})")
+    return cls(**{name: _coerce(raw[name], hints[name], prefix + name) for name in allowed if name in raw})
 
 
-def _coerce(value: Any, default: Any, type_hint: str, key: str):
-    if hasattr(default, "__dataclass_fields__"):
-        return _build(type(default), value, key + ".")
-    if value is None:
-        if "None" in str(type_hint):
+def _coerce(value: Any, hint: Any, key: str):
+    """`value` as type `hint` (bool, int, float, str, a section, tuple[...], or X | None)."""
+    if is_dataclass(hint):
+        return _build(hint, value)
+    args = get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
             return None
+        (hint,) = [a for a in args if a is not type(None)]
+    if value is None:
         raise ConfigError(f"{key} must not be empty")
-    if isinstance(default, bool):
+    if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
         return value
-    if isinstance(default, int) and not isinstance(default, bool):
+    if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
-    if isinstance(default, float):
+    if hint is float:
         # PyYAML reads `1e-4` (as written by `dvc exp run -S`) as a string.
         try:
             number = float(value) if not isinstance(value, bool) else math.nan
@@ -262,11 +417,11 @@ def _coerce(value: Any, default: Any, type_hint: str, key: str):
         if not math.isfinite(number):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return number
-    if isinstance(default, tuple):
-        if "str" in type_hint:
-            if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-                raise ConfigError(f"{key} must be a list of names, got {value!r}")
-            return tuple(str(v) for v in value)
+    if get_origin(hint) is tuple and get_args(hint)[0] is str:
+        if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+            raise ConfigError(f"{key} must be a list of names, got {value!r}")
+        return tuple(str(v) for v in value)
+    if get_origin(hint) is tuple:
         if not isinstance(value, list) or not value or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
             raise ConfigError(f"{key} must be a non-empty list of non-negative integers, got {value!r}")
@@ -274,128 +429,6 @@ def _coerce(value: Any, default: Any, type_hint: str, key: str):
     if not isinstance(value, str):
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} {message}")
-
-
-def _require_csv_under(value: str | None, folder: str, key: str, stage: str, when: str) -> None:
-    parts = Path(value or "").parts
-    _require(parts[:2] == tuple(folder.split("/")) and len(parts) > 2 and ".." not in parts
-             and parts[-1].endswith(".csv"), key,
-             f"must name a .csv file under {folder}/ (a tracked dependency of the {stage} stage) {when}; "
-             f"got {value!r}")
-
-
-def _one_of(value: str, choices: tuple[str, ...], key: str) -> None:
-    _require(value in choices, key, f"must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _check(p: Params) -> None:
-    _one_of(p.data.source, SOURCES, "data.source")
-    if p.data.source == "local":
-        _require(bool(p.data.local_path), "data.local_path", "must name a zip or folder when data.source is local")
-    if p.data.source == "kaggle":
-        _require(kaggle_dataset_parts(p.data.kaggle_dataset) is not None, "data.kaggle_dataset",
-                 f"must look like owner/dataset-slug[/version number]; got {p.data.kaggle_dataset!r}")
-    _require(p.data.max_archive_mb > 0, "data.max_archive_mb", "must be positive")
-    _require(p.data.download_retries >= 1, "data.download_retries", "must be at least 1")
-    ph = p.data.phantom
-    for name in ("train", "valid", "test"):
-        _require(getattr(ph, name) >= 1, f"data.phantom.{name}", "must be at least 1")
-    _require(64 <= ph.image_size <= MAX_PHANTOM_SIZE, "data.phantom.image_size",
-             f"must lie in [64, {MAX_PHANTOM_SIZE}], got {ph.image_size}")
-    _require(0.0 <= ph.difficulty <= 1.0, "data.phantom.difficulty", "must lie in [0, 1]")
-    _require(0.0 <= ph.tumor_free_fraction <= 1.0, "data.phantom.tumor_free_fraction", "must lie in [0, 1]")
-    _require(0.0 <= ph.two_tumor_fraction <= 1.0, "data.phantom.two_tumor_fraction", "must lie in [0, 1]")
-    ref = p.reference
-    _one_of(ref.source, REFERENCE_SOURCES, "reference.source")
-    if ref.source == "local":
-        _require(bool(ref.local_path), "reference.local_path", "must name a zip or folder when reference.source is local")
-    if ref.source == "kaggle":
-        _require(kaggle_dataset_parts(ref.kaggle_dataset or "") is not None, "reference.kaggle_dataset",
-                 f"must look like owner/dataset-slug[/version number]; got {ref.kaggle_dataset!r}")
-    if ref.mapping is not None:
-        _require_csv_under(ref.mapping, REFERENCE_MAPPINGS_DIR, "reference.mapping", "evaluate", "or null")
-
-    # Encoders downsample 2**5 = 32 times.
-    _require(p.preprocess.image_size >= 32 and p.preprocess.image_size % 32 == 0,
-             "preprocess.image_size", f"must be a multiple of 32 (at least 32), got {p.preprocess.image_size}")
-
-    _one_of(p.preprocess.on_bad_image, BAD_IMAGE_POLICIES, "preprocess.on_bad_image")
-    _one_of(p.split.strategy, SPLIT_STRATEGIES, "split.strategy")
-    _one_of(p.split.unlisted, UNLISTED_POLICIES, "split.unlisted")
-    if p.split.strategy == "file":
-        _require_csv_under(p.split.file, SPLIT_FILES_DIR, "split.file", "split", "when split.strategy is file")
-    fractions = (p.split.train, p.split.val, p.split.test)
-    _require(all(f > 0 for f in fractions) and abs(sum(fractions) - 1.0) < 1e-6,
-             "split.train/val/test", f"must be positive and sum to 1, got {fractions}")
-
-    _require(0 <= p.seed < 2**32, "seed", f"must lie in [0, 2**32) (NumPy's seed range), got {p.seed}")
-
-    _one_of(p.model.architecture, ARCHITECTURES, "model.architecture")
-    encoder = p.model.encoder
-    if not encoder.startswith("tu-"):
-        close = difflib.get_close_matches(encoder, SMP_ENCODERS, n=3)
-        _require(encoder in SMP_ENCODERS, "model.encoder",
-                 f"{encoder!r} is not a segmentation-models-pytorch encoder"
-                 + (f"; did you mean {', '.join(close)}?" if close else "; e.g. resnet18, resnet34, efficientnet-b0, "
-                    "or tu-<timm model>"))
-    _require(len(p.model.decoder_channels) == 5 and min(p.model.decoder_channels) > 0,
-             "model.decoder_channels", "must list 5 positive channel counts")
-    _require(0.0 <= p.model.dropout < 1.0, "model.dropout", "must lie in [0, 1)")
-
-    t = p.train
-    _require(t.epochs >= 1, "train.epochs", "must be at least 1")
-    _require(t.devices >= 1, "train.devices", "must be at least 1")
-    _require(t.batch_size >= 2 * t.devices and t.batch_size % t.devices == 0, "train.batch_size",
-             f"must be a multiple of train.devices ({t.devices}) giving at least 2 slices per process "
-             f"(batch norm needs two); got {t.batch_size}")
-    _one_of(t.optimizer, OPTIMIZERS, "train.optimizer")
-    _require(t.lr > 0, "train.lr", "must be positive")
-    _require(t.weight_decay >= 0, "train.weight_decay", "must not be negative")
-    _require(0 <= t.momentum < 1, "train.momentum", "must lie in [0, 1)")
-    _one_of(t.scheduler, SCHEDULERS, "train.scheduler")
-    _require(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", "must lie in [0, train.epochs)")
-    _require(t.plateau_patience >= 1, "train.plateau_patience", "must be at least 1")
-    _require(0 < t.plateau_factor < 1, "train.plateau_factor", "must lie in (0, 1)")
-    _require(t.patience >= 1, "train.patience", "must be at least 1")
-    weights = (t.dice_weight, t.bce_weight, t.focal_weight)
-    _require(min(weights) >= 0 and sum(weights) > 0, "train.dice_weight/bce_weight/focal_weight",
-             "must be non-negative and not all zero")
-    _require(t.focal_gamma >= 0, "train.focal_gamma", "must not be negative")
-    _require(t.grad_clip >= 0, "train.grad_clip", "must not be negative (0 turns clipping off)")
-    _one_of(t.amp, AMP_MODES, "train.amp")
-    _one_of(t.device, DEVICES, "train.device")
-    _require(t.num_workers >= 0, "train.num_workers", "must not be negative")
-    _one_of(t.resume, RESUME_MODES, "train.resume")
-    size = p.preprocess.image_size
-    _require(t.patch_size == 0 or (t.patch_size % 32 == 0 and 32 <= t.patch_size <= size), "train.patch_size",
-             f"must be 0 (whole slices) or a multiple of 32 in [32, preprocess.image_size = {size}], "
-             f"got {t.patch_size}")
-    _require(0 <= t.foreground_patches <= 1, "train.foreground_patches", "is a share and must lie in [0, 1]")
-    for f in fields(AugmentConfig):
-        value = getattr(t.augment, f.name)
-        _require(value >= 0, f"train.augment.{f.name}", "must not be negative")
-        if f.name in AUGMENT_PROBABILITIES:
-            _require(value <= 1, f"train.augment.{f.name}", "is a probability and must lie in [0, 1]")
-    _require(t.augment.gamma_range < 1, "train.augment.gamma_range", "must be below 1")
-    if is_local_weights(p.model.encoder_weights):
-        parts = Path(p.model.encoder_weights).parts
-        _require(parts[:1] == (WEIGHTS_DIR,) and len(parts) > 1 and ".." not in parts, "model.encoder_weights",
-                 f"must be null, a hub name such as imagenet, or a file under {WEIGHTS_DIR}/ (a tracked "
-                 f"dependency of the train stage); got {p.model.encoder_weights!r}")
-
-    _require(0.0 < p.evaluate.threshold < 1.0, "evaluate.threshold", "must lie in (0, 1)")
-    _require(p.evaluate.overlays_per_group >= 1, "evaluate.overlays_per_group", "must be at least 1")
-    import onnx  # here, not at the top: 0.2 s that only this check needs
-
-    newest = onnx.defs.onnx_opset_version()
-    _require(17 <= p.export.opset <= newest, "export.opset",
-             f"must lie in [17, {newest}] (the installed onnx knows opsets up to {newest}), got {p.export.opset}")
-    _require(p.export.tolerance > 0, "export.tolerance", "must be positive")
 
 
 def kaggle_dataset_parts(name: str) -> tuple[str, str, str | None] | None:

@@ -145,6 +145,11 @@ def build_model(cfg: ModelConfig) -> SegmentationNet:
                                    in_channels=IN_CHANNELS, classes=1, **kwargs)
     except KeyError as err:
         raise WeightsError(f"model.encoder / model.encoder_weights: {err.args[0]}"[:2000]) from None
+    except RuntimeError as err:  # timm's answer to a tu-<name> it does not know
+        if not str(err).startswith("Unknown model"):
+            raise
+        raise WeightsError(f"model.encoder {cfg.encoder!r}: timm has no such model ({err}); "
+                           "`python -c 'import timm; print(timm.list_models())'` lists them") from None
     except Exception as err:
         if not offline:
             raise

@@ -137,8 +137,8 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     train_images, train_masks = data.subset("train")
     val_rows = data.rows["val"][ctx.rank::ctx.world]  # validation is sharded, then summed
     val_images, val_masks = data.images[val_rows], data.masks[val_rows]
-    train_set = SliceDataset(train_images, train_masks, build_augmentation(cfg.augment, cfg.patch_size, cfg.foreground_patches),
-                             seed=params.seed)
+    augment = build_augmentation(cfg.augment, cfg.patch_size, cfg.foreground_patches)
+    train_set = SliceDataset(train_images, train_masks, augment, seed=params.seed)
     loader = _loader(train_set, cfg, ctx, params.seed)
 
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -182,8 +182,8 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
             train_loss = _train_epoch(model, loader, optimizer, schedule, criterion, scaler, autocast_dtype,
                                       cfg, ctx, epoch, params.seed, memory_format)
             distributed.broadcast_buffers(ctx, net)
-            loss_sum, dice_sum, count = distributed.sum_across(
-                ctx, list(validation_sums(net, criterion, val_images, val_masks, device, autocast_dtype, memory_format)))
+            sums = validation_sums(net, criterion, val_images, val_masks, device, autocast_dtype, memory_format)
+            loss_sum, dice_sum, count = distributed.sum_across(ctx, list(sums))
             val_loss, val_dice = loss_sum / count, dice_sum / count
             schedule.epoch_end(val_dice)
             entry = {"train/loss": train_loss, "val/loss": val_loss, "val/dice": val_dice, "lr": schedule.lr}

@@ -16,14 +16,13 @@ import math
 import statistics
 import zipfile
 import zlib
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from brainseg.config import PhantomConfig
 from brainseg.data.layout import COCO_FILE, SPLIT_NAMES
 from brainseg.io import atomic_output
 
@@ -40,7 +39,7 @@ _DATE = "2023-08-19T04:37:54+00:00"
 _ZIP_DATE = (2023, 8, 19, 4, 37, 54)
 _JPEG_QUALITY = 90
 # Source numbers are an affine scramble of the index modulo this prime, so they stay
-# unique within a split for any count below it and do not depend on the count.
+# unique within a split for any count below it (config.MAX_PHANTOM_SLICES) and do not depend on it.
 _SOURCE_MODULUS = 10007
 # Anatomy is smooth, so it is rendered at most at this size and upsampled (speed).
 _WORK_SIZE = 320
@@ -49,31 +48,6 @@ _ACQUISITION_FRACTION = 0.4
 
 # Nominal T1-CE intensities (before bias field, gain and noise).
 _SCALP, _SKULL, _CSF, _GM, _WM, _VESSEL = 0.90, 0.07, 0.13, 0.45, 0.62, 0.92
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class PhantomSpec:
-    image_size: int = 640
-    difficulty: float = 0.5  # in [0, 1]; scales noise, bias field, texture, and lowers tumor contrast
-    tumor_free_fraction: float = 0.15
-    two_tumor_fraction: float = 0.15
-
-    def __post_init__(self) -> None:
-        if not _is_int(self.image_size) or self.image_size < 64:
-            raise ValueError(f"image_size must be an int >= 64, got {self.image_size!r}")
-        for name in ("difficulty", "tumor_free_fraction", "two_tumor_fraction"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        if self.tumor_free_fraction + self.two_tumor_fraction > 1.0:
-            raise ValueError(
-                "tumor_free_fraction + two_tumor_fraction must be <= 1, got "
-                f"{self.tumor_free_fraction} + {self.two_tumor_fraction}"
-            )
 
 
 @functools.lru_cache(maxsize=4)
@@ -225,7 +199,7 @@ def _render_anatomy(rng: np.random.Generator, size: int, d: float) -> tuple[np.n
     return img, brain_soft
 
 
-def _n_tumors(rng: np.random.Generator, spec: PhantomSpec) -> int:
+def _n_tumors(rng: np.random.Generator, spec: PhantomConfig) -> int:
     u = rng.random()
     if u < spec.tumor_free_fraction:
         return 0
@@ -292,7 +266,7 @@ def _paint_tumor(
     img[box] = img[box] * (1 - alpha) + lesion * texture * alpha
 
 
-def render_slice(rng: np.random.Generator, spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray]:
+def render_slice(rng: np.random.Generator, spec: PhantomConfig) -> tuple[np.ndarray, np.ndarray]:
     """Return (image uint8 HxW, label uint8 HxW) where label is 0 background, k = tumor k (1 or 2)."""
     size, d = spec.image_size, spec.difficulty
     # Lesions and labels are made at full resolution so polygons match pixels exactly.
@@ -380,7 +354,7 @@ def _annotation(image_id: int, mask: np.ndarray, category_id: int) -> dict:
 
 
 def _render_split(
-    split: str, count: int, spec: PhantomSpec, seed: int, progress: tqdm
+    split: str, count: int, spec: PhantomConfig, seed: int, progress: tqdm
 ) -> dict[str, bytes]:
     key = _split_key(split)
     images, annotations, members = [], [], {}
@@ -425,21 +399,13 @@ def _render_split(
     return members
 
 
-def write_phantom_archive(path: Path, counts: Mapping[str, int], spec: PhantomSpec, seed: int) -> None:
-    """Write the zip (counts e.g. {"train": 480, "valid": 120, "test": 120}) atomically, with a progress bar."""
-    if set(counts) != set(SPLIT_NAMES):
-        raise ValueError(f"counts must have exactly the keys {SPLIT_NAMES}, got {sorted(counts)}")
-    for split, count in counts.items():
-        if not _is_int(count) or not 0 <= count <= _SOURCE_MODULUS:
-            raise ValueError(f"counts[{split!r}] must be an int in [0, {_SOURCE_MODULUS}], got {count!r}")
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-
-    path = Path(path)
+def write_phantom_archive(path: Path, spec: PhantomConfig, seed: int) -> None:
+    """Write the zip of spec.train/valid/test slices atomically, with a progress bar."""
     members: dict[str, bytes] = {}
+    counts = {split: getattr(spec, split) for split in SPLIT_NAMES}
     with tqdm(total=sum(counts.values()), desc="phantom", unit="img") as progress:
         for split in SPLIT_NAMES:
-            members.update(_render_split(split, int(counts[split]), spec, int(seed), progress))
+            members.update(_render_split(split, counts[split], spec, seed, progress))
 
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for name in sorted(members):

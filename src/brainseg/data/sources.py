@@ -7,6 +7,7 @@ renamed into place only when complete.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from brainseg.config import DataConfig, ReferenceConfig, kaggle_dataset_parts
 from brainseg.data.archive import safe_extract_zip
 from brainseg.io import atomic_write_text, scratch_dir, sha256_file, staging_dir
 from brainseg.data.layout import LayoutError, find_dataset_root
-from brainseg.data.phantom import PhantomSpec, write_phantom_archive
+from brainseg.data.phantom import write_phantom_archive
 from brainseg.errors import BrainsegError, listing
 
 
@@ -115,10 +116,7 @@ def _kaggle_download(dataset: str, dest: Path, attempts: int) -> Path:
             "mode 600) or ~/.kaggle/access_token, or export KAGGLE_USERNAME and KAGGLE_KEY "
             "(or KAGGLE_API_TOKEN). " + OFFLINE_HINT
         )
-    parts = kaggle_dataset_parts(dataset)
-    if parts is None:
-        raise DataSourceError(f"data.kaggle_dataset {dataset!r} must look like 'owner/dataset-slug[/version]'")
-    owner, slug, version = parts
+    owner, slug, version = kaggle_dataset_parts(dataset)  # well-formed: DataConfig checked it
     api = _kaggle_api()
     attempts = max(1, attempts)
     for attempt in range(1, attempts + 1):
@@ -214,16 +212,8 @@ def _fetch(source: str, raw_dir: Path, *, kaggle_dataset: str | None, local_path
 
 def download(cfg: DataConfig, seed: int, raw_dir: Path, manifest_path: Path) -> dict:
     """Fetch the configured source into `raw_dir`; write a manifest (source, SHA-256, file count)."""
-    make_archive = None
-    if cfg.source == "phantom":
-        ph = cfg.phantom
-        spec = PhantomSpec(image_size=ph.image_size, difficulty=ph.difficulty,
-                           tumor_free_fraction=ph.tumor_free_fraction, two_tumor_fraction=ph.two_tumor_fraction)
-        counts = {"train": ph.train, "valid": ph.valid, "test": ph.test}
-
-        def make_archive(path: Path) -> None:
-            write_phantom_archive(path, counts, spec, seed)
-
+    phantom = cfg.source == "phantom"
+    make_archive = functools.partial(write_phantom_archive, spec=cfg.phantom, seed=seed) if phantom else None
     manifest = _fetch(cfg.source, raw_dir, kaggle_dataset=cfg.kaggle_dataset, local_path=cfg.local_path,
                       local_key="data.local_path", max_archive_mb=cfg.max_archive_mb, retries=cfg.download_retries,
                       make_archive=make_archive)
