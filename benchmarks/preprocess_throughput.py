@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from brainseg.data.archive import safe_extract_zip
-from brainseg.data.cache import preprocess
+from brainseg.data.preprocess import preprocess
 from brainseg.data.dataset import SliceDataset
 from brainseg.config import PhantomConfig
 from brainseg.data.phantom import write_phantom_archive

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from brainseg.data.archive import safe_extract_zip
-from brainseg.data.cache import resize_mask, sample_mask
+from brainseg.data.preprocess import resize_mask, sample_mask
 from brainseg.data.layout import find_dataset_root, read_layout
 from brainseg.data.index import names_index
 from brainseg.data.split import read_split_file

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from brainseg.config import load_params
-from brainseg.data.cache import preprocess
+from brainseg.data.preprocess import preprocess
 from brainseg.data.dataset import SliceDataset, build_augmentation
 from brainseg.losses import SegmentationLoss
 from brainseg.model import build_model

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from brainseg.data.cache import read_mask_file, sample_mask
+from brainseg.data.preprocess import read_mask_file, sample_mask
 from brainseg.data.layout import read_layout
 from brainseg.data.reference import pair_with_reference, read_mapping
 from brainseg.data.split import read_split_file

@@ -6,7 +6,7 @@ from pathlib import Path
 from brainseg.cli import run
 from brainseg.config import load_params
 from brainseg.io import atomic_write_text
-from brainseg.data.cache import preprocess
+from brainseg.data.preprocess import preprocess
 
 
 def main() -> None:

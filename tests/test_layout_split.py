@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainseg.data.cache import preprocess
+from brainseg.data.preprocess import preprocess
 from brainseg.data.index import read_index
 from brainseg.data.layout import LayoutError, find_dataset_root, group_id, read_layout
 from brainseg.data.split import SplitError, predefined_split, random_group_split

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from brainseg.data.cache import BadImageError, load_sample, preprocess
+from brainseg.data.preprocess import BadImageError, load_sample, preprocess
 from brainseg.data.index import read_index
 from brainseg.imaging import jpeg_problem, tiff_pages, to_uint8
 from brainseg.data.layout import LayoutError, detect_layout, read_layout

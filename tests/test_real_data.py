@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from brainseg.config import DataConfig
-from brainseg.data.cache import preprocess
+from brainseg.data.preprocess import preprocess
 from brainseg.data.index import read_index
 from brainseg.data.layout import read_layout
 from brainseg.data.masks import rasterize_polygons

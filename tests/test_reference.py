@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from brainseg.config import DataConfig, ReferenceConfig
-from brainseg.data.cache import sample_mask
+from brainseg.data.preprocess import sample_mask
 from brainseg.data.layout import read_layout
 from brainseg.data.reference import ReferenceError, pair_with_reference, read_mapping, reference_masks
 from brainseg.data.sources import download_reference

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from brainseg.data.cache import preprocess
+from brainseg.data.preprocess import preprocess
 from brainseg.data.index import read_index
 from brainseg.data.split import SplitError, file_split
 

@@ -87,8 +87,8 @@ def test_every_stage_depends_on_the_modules_its_script_imports():
 
 def test_the_import_graph_is_transitive_and_sees_imports_inside_functions(tmp_path):
     evaluate = project_imports(ROOT / "stages/evaluate.py")
-    # stages/evaluate.py -> evaluate.py -> data/cache.py -> imaging.py: two modules away from the script.
-    assert {"src/brainseg/evaluate.py", "src/brainseg/data/cache.py", "src/brainseg/imaging.py"} <= evaluate
+    # stages/evaluate.py -> evaluate.py -> data/preprocess.py -> imaging.py: two modules away from the script.
+    assert {"src/brainseg/evaluate.py", "src/brainseg/data/preprocess.py", "src/brainseg/imaging.py"} <= evaluate
     assert "src/brainseg/train.py" not in evaluate  # the stage must not need the training loop
     script = tmp_path / "lazy.py"
     script.write_text("def main():\n    from brainseg.data import archive\n")

@@ -14,6 +14,8 @@ import pytest
 import torch
 import yaml
 
+from brainseg.config import load_params
+from brainseg.model import initial_model
 from brainseg.profiles import merge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +90,21 @@ def test_same_params_give_byte_identical_model_and_metrics(prepared, reference, 
 
 
 @pytest.mark.slow
+def test_training_starts_from_the_network_evaluate_uses_as_untrained_baseline(prepared, tmp_path):
+    # Steps of 1e-12 leave the weights where they started (batch-norm statistics do move: buffers
+    # are not compared), so the checkpoint shows which network training began from.
+    ws = _workspace(prepared, tmp_path, "still", epochs=1, lr=1e-12, warmup_epochs=0)
+    _train(ws)
+    params = load_params(ws / "params.yaml")
+    trained = torch.load(ws / "models/model.pt", map_location="cpu", weights_only=True)["state_dict"]
+    initial = initial_model(params.model, params.seed)
+    for name, weight in initial.named_parameters():
+        torch.testing.assert_close(trained[name], weight.detach(), rtol=0, atol=1e-9)
+    other = dict(initial_model(params.model, params.seed + 1).named_parameters())
+    assert not all(torch.equal(other[name], weight) for name, weight in initial.named_parameters())
+
+
+@pytest.mark.slow
 def test_bf16_on_cpu_is_reproducible_and_really_bf16(prepared, reference, tmp_path):
     first, second = (_workspace(prepared, tmp_path, name, amp="bf16", channels_last=True) for name in ("a", "b"))
     _train(first)
@@ -107,19 +124,21 @@ def test_killed_run_resumes_to_the_same_result(prepared, reference, tmp_path):
         while saved_epoch < 2 and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
             if (ws / STATE).is_file():
-                saved_epoch = torch.load(ws / STATE, map_location="cpu", weights_only=True, mmap=True)["epoch"]
+                saved = torch.load(ws / STATE, map_location="cpu", weights_only=True, mmap=True)
+                saved_epoch = saved["progress"]["epoch"]
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
     state = torch.load(ws / STATE, map_location="cpu", weights_only=True)
-    assert 2 <= state["epoch"] < EPOCHS
+    epoch = state["progress"]["epoch"]
+    assert 2 <= epoch < EPOCHS
 
     # DVC deletes a stage's outputs before rerunning it; the state file is not one of them.
     shutil.rmtree(ws / "metrics")
     (ws / "models/model.pt").unlink(missing_ok=True)
     out = _train(ws)
-    assert f"resume: continuing after epoch {state['epoch']}/{EPOCHS}" in out
+    assert f"resume: continuing after epoch {epoch}/{EPOCHS}" in out
     assert _outputs(ws) == _outputs(reference)
 
 

@@ -10,17 +10,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from brainseg.config import Params
+from brainseg.config import EvaluateConfig, Params
 from brainseg.io import atomic_write_text
-from brainseg.data.cache import original_masks
+from brainseg.data.preprocess import original_masks
 from brainseg.data.dataset import ProcessedData
 from brainseg.data.reference import reference_masks
 from brainseg.lesions import box_agreement, hausdorff95, tumors_found
 from brainseg.metrics import bootstrap_ci, confusion_counts, dice_scores, iou_scores, per_image_table, summarize
-from brainseg.model import build_model, load_checkpoint, predict_probs, seed_everything
+from brainseg.model import initial_model, load_checkpoint, predict_probs
 from brainseg.plots import curves_figure, overlay_grid
 from brainseg.postprocess import binarize
 
+CPU = torch.device("cpu")  # evaluation runs where users will run the exported model
 SWEEP = np.round(np.arange(0.05, 0.96, 0.05), 2)
 INTENSITY_SWEEP = np.round(np.arange(0.0, 4.01, 0.1), 2)
 # Facts of the test set, not of the model: kept out of metrics/test.json so experiments compare on scores.
@@ -130,6 +131,7 @@ def _rounded(metrics: dict) -> dict:
 
 
 def _read_history(live_dir: Path) -> dict[str, pd.DataFrame]:
+    """Training curves as dvclive wrote them in the train stage's declared output (one TSV per metric)."""
     base = live_dir / "plots" / "metrics"
     return {str(p.relative_to(base).with_suffix("")): pd.read_csv(p, sep="\t") for p in sorted(base.rglob("*.tsv"))}
 
@@ -166,47 +168,69 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     cfg = params.evaluate
     data = ProcessedData(processed_dir, split_dir)
     test_images, test_masks = data.subset("test")
-    device = torch.device("cpu")
-
-    model, _ = load_checkpoint(model_path)
-    if cfg.tune_on_val:
-        val_images, val_masks = data.subset("val")
-        candidates = {False: predict_probs(model, val_images, device)}
-        if cfg.tta:
-            candidates[True] = flip_tta_probs(model, val_images, candidates[False], device)
-        chosen = tune_postprocessing(candidates, val_masks, cfg.min_component_px)
-    else:
-        chosen = {"threshold": cfg.threshold, "tta": False, "min_component_px": 0}
-    threshold = chosen["threshold"]
-    plain_probs = predict_probs(model, test_images, device)
-    probs = flip_tta_probs(model, test_images, plain_probs, device) if chosen["tta"] else plain_probs
-    preds = binarize(probs, threshold, chosen["min_component_px"])
     test_rows = data.index.loc[data.rows["test"]]
-    files = test_rows["file"].tolist()
+    model, _ = load_checkpoint(model_path)
+
+    # 1. Post-processing (threshold, flip TTA, smallest component) is chosen on validation only.
+    chosen = choose_postprocessing(model, data, cfg)
+    # 2. Test predictions, scored per image against the labels at each image's original size.
+    plain_probs = predict_probs(model, test_images, CPU)
+    probs = flip_tta_probs(model, test_images, plain_probs, CPU) if chosen["tta"] else plain_probs
+    preds = binarize(probs, chosen["threshold"], chosen["min_component_px"])  # at the model's resolution
     truths = original_masks(raw_dir, test_rows, params.data.categories)
-    table = original_size_table(probs, truths, threshold, chosen["min_component_px"])
-    table.insert(0, "file", files)
+    table = original_size_table(probs, truths, chosen["threshold"], chosen["min_component_px"])
+    table.insert(0, "file", test_rows["file"].tolist())
     table["tumor_pixels"] = [int(t.sum()) for t in truths]
+    # 3. The same predictions against the reference set, when there is one.
     reference = None
     if reference_dir is not None:
-        mapping = Path(params.reference.mapping) if params.reference.mapping else None
-        ref_files, ref_truths = reference_masks(reference_dir, test_rows, mapping)
-        ref_table, reference = score_against_reference(probs, truths, ref_truths, threshold,
-                                                       chosen["min_component_px"])
-        table["ref_file"] = ref_files
-        for column in ("dice", "iou", "hd95_px"):
-            table[f"ref_{column}"] = ref_table[column].to_numpy()
+        reference = _score_reference(params, reference_dir, test_rows, probs, truths, chosen, table)
+    # 4. The headline figures and the supporting ones, with baselines through the same scoring path.
+    metrics = _headline(table, chosen, reference, params.seed)
+    details = _details(params, data, table, truths, plain_probs, preds, test_masks, reference)
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(details_path, json.dumps(details, indent=2) + "\n")
+    # 5. Plots: threshold sweep, per-image rows, curves and overlays.
+    _plot(cfg, live_dir, plots_dir, test_images, test_masks, probs, preds, truths, table, chosen["threshold"])
 
-    # Baselines through the same original-size path: a binary map is a probability of 0 or 1.
-    seed_everything(params.seed)  # the same initial weights training started from
-    untrained = build_model(params.model)
-    intensity_t, intensity_pred = intensity_baseline(data.subset("val"), test_images)
-    baselines = {
-        "empty": np.zeros(test_images.shape, np.float32),
-        "intensity_threshold": intensity_pred.astype(np.float32),
-        "untrained": predict_probs(untrained, test_images, device),
-    }
-    ci_low, ci_high = bootstrap_ci(table["dice"], seed=params.seed)
+    b = details["baselines"]
+    print(f"chosen on val: threshold {chosen['threshold']:g}, tta {chosen['tta']}, min component "
+          f"{chosen['min_component_px']} px; test dice {metrics['dice_mean']:.4f} (per-image mean), "
+          f"{metrics['dice_global']:.4f} (global); baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, "
+          f"untrained {b['untrained']['dice_mean']:.4f}, empty {b['empty']['dice_mean']:.4f} -> {metrics_path}")
+    if reference is not None:
+        print(f"against the reference set: dice {reference['all']['dice_mean']:.4f} (per-image mean); "
+              f"the labels themselves {reference['labels_vs_reference']['dice_mean']:.4f}")
+    return metrics
+
+
+def choose_postprocessing(model, data: ProcessedData, cfg: EvaluateConfig) -> dict:
+    """Tuned on validation (`tune_postprocessing`), or the configured threshold as is."""
+    if not cfg.tune_on_val:
+        return {"threshold": cfg.threshold, "tta": False, "min_component_px": 0}
+    val_images, val_masks = data.subset("val")
+    candidates = {False: predict_probs(model, val_images, CPU)}
+    if cfg.tta:
+        candidates[True] = flip_tta_probs(model, val_images, candidates[False], CPU)
+    return tune_postprocessing(candidates, val_masks, cfg.min_component_px)
+
+
+def _score_reference(params: Params, reference_dir: Path, test_rows: pd.DataFrame, probs: np.ndarray,
+                     truths: list[np.ndarray], chosen: dict, table: pd.DataFrame) -> dict:
+    """Scores against the reference set; adds its file and per-image scores to `table` as ref_* columns."""
+    mapping = Path(params.reference.mapping) if params.reference.mapping else None
+    ref_files, ref_truths = reference_masks(reference_dir, test_rows, mapping)
+    ref_table, reference = score_against_reference(probs, truths, ref_truths, chosen["threshold"],
+                                                   chosen["min_component_px"])
+    table["ref_file"] = ref_files
+    for column in ("dice", "iou", "hd95_px"):
+        table[f"ref_{column}"] = ref_table[column].to_numpy()
+    return reference
+
+
+def _headline(table: pd.DataFrame, chosen: dict, reference: dict | None, seed: int) -> dict:
+    """metrics/test.json: the scores experiments are compared on (no test-set counts)."""
+    ci_low, ci_high = bootstrap_ci(table["dice"], seed=seed)
     scores = _rounded(summarize_original_size(table))
     metrics = {
         **{k: v for k, v in scores.items() if k not in TEST_SET_COUNTS},
@@ -216,6 +240,21 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     }
     if reference is not None:
         metrics["reference"] = {k: reference["all"][k] for k in REFERENCE_HEADLINE}
+    return metrics
+
+
+def _details(params: Params, data: ProcessedData, table: pd.DataFrame, truths: list[np.ndarray],
+             plain_probs: np.ndarray, preds: np.ndarray, test_masks: np.ndarray, reference: dict | None) -> dict:
+    """metrics/test_details.json: test-set counts, training-size and untuned scores, and baselines."""
+    test_images = data.subset("test")[0]
+    intensity_t, intensity_pred = intensity_baseline(data.subset("val"), test_images)
+    # A binary map is a probability of 0 or 1, so baselines go through the same original-size path.
+    baselines = {
+        "empty": np.zeros(test_images.shape, np.float32),
+        "intensity_threshold": intensity_pred.astype(np.float32),
+        "untrained": predict_probs(initial_model(params.model, params.seed), test_images, CPU),
+    }
+    scores = _rounded(summarize_original_size(table))
     details = {
         "test_set": {k: scores[k] for k in TEST_SET_COUNTS},
         "training_size": _rounded(summarize(per_image_table(preds, test_masks))),
@@ -226,22 +265,16 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     details["baselines"]["intensity_threshold"]["z_threshold"] = intensity_t
     if reference is not None:
         details["reference"] = reference
-    atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    atomic_write_text(details_path, json.dumps(details, indent=2) + "\n")
+    return details
 
+
+def _plot(cfg: EvaluateConfig, live_dir: Path, plots_dir: Path, test_images: np.ndarray, test_masks: np.ndarray,
+          probs: np.ndarray, preds: np.ndarray, truths: list[np.ndarray], table: pd.DataFrame,
+          threshold: float) -> None:
     plots_dir.mkdir(parents=True, exist_ok=True)
     sweep = original_size_sweep(probs, truths, SWEEP)
     atomic_write_text(plots_dir / "thresholds.csv", sweep.round(6).to_csv(index=False))
     atomic_write_text(plots_dir / "per_image.csv", table.round(6).to_csv(index=False))
     curves_figure(_read_history(live_dir), sweep, threshold, plots_dir / "curves.png")
-    overlay_grid(_overlay_panels(test_images, test_masks, preds, table, files, cfg.overlays_per_group),
-                 plots_dir / "overlays.png")
-    b = details["baselines"]
-    print(f"chosen on val: threshold {threshold:g}, tta {chosen['tta']}, min component {chosen['min_component_px']} px; "
-          f"test dice {metrics['dice_mean']:.4f} (per-image mean), {metrics['dice_global']:.4f} (global); "
-          f"baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, untrained "
-          f"{b['untrained']['dice_mean']:.4f}, empty {b['empty']['dice_mean']:.4f} -> {metrics_path}")
-    if reference is not None:
-        print(f"against the reference set: dice {reference['all']['dice_mean']:.4f} (per-image mean); "
-              f"the labels themselves {reference['labels_vs_reference']['dice_mean']:.4f}")
-    return metrics
+    overlay_grid(_overlay_panels(test_images, test_masks, preds, table, table["file"].tolist(),
+                                 cfg.overlays_per_group), plots_dir / "overlays.png")

@@ -67,11 +67,13 @@ def predict_probs(model: nn.Module, images: np.ndarray, device: torch.device, ba
     return out
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch: called before building the model, so the seed fixes its initial weights."""
+def initial_model(cfg: ModelConfig, seed: int) -> SegmentationNet:
+    """The network training starts from, its weights a function of `seed` (Python, NumPy and torch
+    are seeded): evaluate's untrained baseline is this same network."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    return build_model(cfg)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

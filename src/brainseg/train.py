@@ -6,6 +6,7 @@ import contextlib
 import copy
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from brainseg.config import Params, TrainConfig
 from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
 from brainseg.losses import SegmentationLoss
 from brainseg.metrics import dice_scores
-from brainseg.model import build_model, model_batches, save_checkpoint, seed_everything, to_model_input
+from brainseg.model import initial_model, model_batches, save_checkpoint, to_model_input
 from brainseg.optim import LRSchedule, build_optimizer
 
 STATE_FILE = "last.pt"
@@ -128,96 +129,129 @@ def _loader(train_set: SliceDataset, cfg: TrainConfig, ctx: distributed.Context,
                       generator=torch.Generator())
 
 
+@dataclass
+class Progress:
+    """Where a run stands after each epoch: what early stopping, the final checkpoint and a
+    resumed run need besides the weights and the optimizer."""
+    epoch: int = 0
+    best_val_dice: float = -1.0
+    best_epoch: int = 0
+    best_weights: dict | None = None
+    history: list[dict] = field(default_factory=list)  # one dvclive entry per epoch
+
+    def record(self, entry: dict, net: torch.nn.Module) -> bool:
+        """Log a finished epoch; keep a copy of the weights when validation Dice improved."""
+        self.epoch += 1
+        self.history.append(entry)
+        if entry["val/dice"] <= self.best_val_dice:
+            return False
+        self.best_val_dice, self.best_epoch = entry["val/dice"], self.epoch
+        self.best_weights = copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()})
+        return True
+
+    def stalled(self, patience: int) -> bool:
+        return self.epoch - self.best_epoch >= patience
+
+
 def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_dir: Path, model_path: Path,
            live_dir: Path, state_path: Path) -> dict:
     cfg, device = params.train, ctx.device
     configure_determinism(cfg.deterministic, device)
-    seed_everything(params.seed)
-    data = ProcessedData(processed_dir, split_dir)
-    train_images, train_masks = data.subset("train")
-    val_rows = data.rows["val"][ctx.rank::ctx.world]  # validation is sharded, then summed
-    val_images, val_masks = data.images[val_rows], data.masks[val_rows]
-    augment = build_augmentation(cfg.augment, cfg.patch_size, cfg.foreground_patches)
-    train_set = SliceDataset(train_images, train_masks, augment, seed=params.seed)
-    loader = _loader(train_set, cfg, ctx, params.seed)
 
+    # Data: training slices (or patches of them) with augmentation seeded per (seed, epoch, slice);
+    # validation slices whole, sharded across processes and summed.
+    data = ProcessedData(processed_dir, split_dir)
+    augment = build_augmentation(cfg.augment, cfg.patch_size, cfg.foreground_patches)
+    loader = _loader(SliceDataset(*data.subset("train"), augment, seed=params.seed), cfg, ctx, params.seed)
+    val_rows = data.rows["val"][ctx.rank::ctx.world]
+    val_images, val_masks = data.images[val_rows], data.masks[val_rows]
+
+    # Model and optimisation. The initial weights are a function of the seed alone (evaluate's
+    # untrained baseline rebuilds them); DDP then copies rank 0's to every process.
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net = build_model(params.model).to(device, memory_format=memory_format)
+    net = initial_model(params.model, params.seed).to(device, memory_format=memory_format)
     model = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None) if ctx.world > 1 else net
-    # Processes share the initial weights (DDP copies rank 0's) but not their dropout draws.
-    torch.manual_seed(params.seed + ctx.rank)
+    torch.manual_seed(params.seed + ctx.rank)  # processes share weights, not their dropout draws
     optimizer = build_optimizer(net.parameters(), cfg)
     schedule = LRSchedule(optimizer, cfg, len(loader))
     criterion = SegmentationLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
     autocast_dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+    resumable = {"model": net, "optimizer": optimizer, "schedule": schedule, "scaler": scaler}
 
+    # A killed run with the same params, data and code continues where it stopped.
     fingerprint = training_state.fingerprint(
         params, _state_inputs(processed_dir, split_dir),
         [brainseg.train, brainseg.model, brainseg.losses, brainseg.optim, brainseg.data.dataset])
-    start_epoch, best, best_weights, history = 0, {"val_dice": -1.0, "epoch": 0}, None, []
-    state = training_state.load_state(state_path, fingerprint) if cfg.resume == "auto" else None
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        training_state.restore_rng_state(state["rng"][ctx.rank])
-        start_epoch, best, best_weights, history = state["epoch"], state["best"], state["best_weights"], state["history"]
-        if ctx.is_main:
-            print(f"resume: continuing after epoch {start_epoch}/{cfg.epochs} from {state_path}")
-    elif cfg.resume == "never" and ctx.is_main and state_path.exists():
-        print(f"train.resume is never: ignoring {state_path}")
+    progress = _resume(state_path, fingerprint, resumable, cfg, ctx)
 
-    started = time.perf_counter()
-    epoch = start_epoch
+    started, start_epoch = time.perf_counter(), progress.epoch
     with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None) if ctx.is_main else contextlib.nullcontext() as live:
-        for entry in history:  # DVC removed the earlier epochs' logs before this rerun
+        for entry in progress.history:  # DVC removed the earlier epochs' logs before this rerun
             _log_epoch(live, entry)
-        for epoch in range(start_epoch, cfg.epochs):
-            if epoch - best["epoch"] >= cfg.patience:
+        while progress.epoch < cfg.epochs:
+            if progress.stalled(cfg.patience):
                 if ctx.is_main:
                     tqdm.write(f"early stop: no val dice gain for {cfg.patience} epochs")
                 break
             train_loss = _train_epoch(model, loader, optimizer, schedule, criterion, scaler, autocast_dtype,
-                                      cfg, ctx, epoch, params.seed, memory_format)
+                                      cfg, ctx, progress.epoch, params.seed, memory_format)
             distributed.broadcast_buffers(ctx, net)
             sums = validation_sums(net, criterion, val_images, val_masks, device, autocast_dtype, memory_format)
             loss_sum, dice_sum, count = distributed.sum_across(ctx, list(sums))
-            val_loss, val_dice = loss_sum / count, dice_sum / count
-            schedule.epoch_end(val_dice)
-            entry = {"train/loss": train_loss, "val/loss": val_loss, "val/dice": val_dice, "lr": schedule.lr}
-            history.append(entry)
-            improved = val_dice > best["val_dice"]
-            if improved:
-                best = {"val_dice": val_dice, "epoch": epoch + 1}
-                best_weights = copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()})
+            schedule.epoch_end(dice_sum / count)
+            entry = {"train/loss": train_loss, "val/loss": loss_sum / count, "val/dice": dice_sum / count,
+                     "lr": schedule.lr}
+            improved = progress.record(entry, net)
             if ctx.is_main:
                 _log_epoch(live, entry)
-                tqdm.write(f"epoch {epoch + 1:3d}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-                           f"val dice {val_dice:.4f}{'  *best' if improved else ''}")
-            rng = _gather_rng(ctx)
-            if ctx.is_main:
-                training_state.save_state(state_path, {
-                    "fingerprint": fingerprint, "epoch": epoch + 1, "best": best, "best_weights": best_weights,
-                    "history": history, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "rng": rng})
-            distributed.barrier(ctx)
-        else:
-            epoch = cfg.epochs
+                tqdm.write(f"epoch {progress.epoch:3d}  train loss {train_loss:.4f}  val loss {entry['val/loss']:.4f}  "
+                           f"val dice {entry['val/dice']:.4f}{'  *best' if improved else ''}")
+            _save_state(state_path, fingerprint, progress, resumable, ctx)
         if ctx.is_main:
-            live.summary["best_epoch"] = best["epoch"]
-            live.summary["best_val_dice"] = best["val_dice"]
+            live.summary["best_epoch"] = progress.best_epoch
+            live.summary["best_val_dice"] = progress.best_val_dice
+
+    best = {"val_dice": progress.best_val_dice, "epoch": progress.best_epoch}
     if ctx.is_main:
-        save_checkpoint(model_path, best_weights, params.model, params.preprocess.image_size, **best)
+        save_checkpoint(model_path, progress.best_weights, params.model, params.preprocess.image_size, **best)
         state_path.unlink()  # finished: a later run must train, not resume
         with contextlib.suppress(OSError):
             state_path.parent.rmdir()
         minutes = (time.perf_counter() - started) / 60
-        print(f"trained {epoch} epochs ({epoch - start_epoch} in this run, {minutes:.1f} min, {ctx.world} x {device}); "
-              f"best val dice {best['val_dice']:.4f} at epoch {best['epoch']} -> {model_path}")
+        print(f"trained {progress.epoch} epochs ({progress.epoch - start_epoch} in this run, {minutes:.1f} min, "
+              f"{ctx.world} x {device}); best val dice {progress.best_val_dice:.4f} at epoch {progress.best_epoch} "
+              f"-> {model_path}")
     distributed.barrier(ctx)
     return best
+
+
+def _resume(state_path: Path, fingerprint: str, resumable: dict, cfg: TrainConfig,
+            ctx: distributed.Context) -> Progress:
+    """The saved progress of an interrupted run with this fingerprint, its weights, optimizer,
+    schedule, scaler and random-number states restored; else a fresh start."""
+    state = training_state.load_state(state_path, fingerprint) if cfg.resume == "auto" else None
+    if state is None:
+        if cfg.resume == "never" and ctx.is_main and state_path.exists():
+            print(f"train.resume is never: ignoring {state_path}")
+        return Progress()
+    for name, obj in resumable.items():
+        obj.load_state_dict(state[name])
+    training_state.restore_rng_state(state["rng"][ctx.rank])
+    if ctx.is_main:
+        print(f"resume: continuing after epoch {state['progress']['epoch']}/{cfg.epochs} from {state_path}")
+    return Progress(**state["progress"])
+
+
+def _save_state(state_path: Path, fingerprint: str, progress: Progress, resumable: dict,
+                ctx: distributed.Context) -> None:
+    """After every epoch: what `_resume` needs, every process's RNG states included."""
+    rng = _gather_rng(ctx)
+    if ctx.is_main:
+        training_state.save_state(state_path, {
+            "fingerprint": fingerprint, "progress": dict(vars(progress)), "rng": rng,
+            **{name: obj.state_dict() for name, obj in resumable.items()}})
+    distributed.barrier(ctx)
 
 
 def _train_epoch(model, loader: DataLoader, optimizer, schedule: LRSchedule, criterion, scaler,

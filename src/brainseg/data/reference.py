@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from brainseg.config import REFERENCE_MAPPINGS_DIR
-from brainseg.data.cache import sample_mask
+from brainseg.data.preprocess import sample_mask
 from brainseg.data.index import names_index, without_extension
 from brainseg.data.layout import read_layout
 from brainseg.errors import BrainsegError, listing
