@@ -40,7 +40,8 @@ def model_path(tmp_path_factory) -> Path:
     net = ProbabilityNet(Sharpened(build_model(ModelConfig(encoder="resnet18", dropout=0.0)))).eval()
     out = tmp_path_factory.mktemp("model")
     _export_onnx(net, torch.rand(2, 1, SIZE, SIZE), out / "model.onnx", opset=18)
-    spec = {"files": {"onnx": "model.onnx"}, "threshold": 0.5,
+    spec = {"format_version": 2, "files": {"onnx": "model.onnx"},
+            "postprocess": {"threshold": 0.5, "tta": False, "min_component_px": 0},
             "input": {"name": "image", "shape": ["batch", 1, SIZE, SIZE], "dtype": "float32"},
             "output": {"name": "probability", "shape": ["batch", 1, SIZE, SIZE]}}
     (out / "model.json").write_text(json.dumps(spec))
@@ -82,7 +83,8 @@ def _expected_mask(model_path: Path, image_path: Path) -> np.ndarray:
     x = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)[None, None] / 255.0
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     prob = session.run(None, {"image": x})[0][0, 0]
-    full = cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    kept = np.where(prob >= 0.5, prob, 0)  # only the tumor pixels' probabilities are resized
+    full = cv2.resize(kept, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     return np.where(full >= 0.5, 255, 0).astype(np.uint8)
 
 
@@ -98,7 +100,7 @@ def test_mixed_folder(model_path, mixed_folder, tmp_path):
     assert set(rows) == {"slice.png", "sub/slice.png", "color.jpg", "deep.tif", "corrupt.png"}  # .txt skipped
     assert rows["corrupt.png"]["status"] == "error" and rows["corrupt.png"]["error"]
     report = json.loads((out / "report.json").read_text())
-    assert (report["ok"], report["failed"], report["threshold"], report["size"]) == (4, 1, 0.5, SIZE)
+    assert (report["ok"], report["failed"], report["postprocess"]["threshold"], report["size"]) == (4, 1, 0.5, SIZE)
 
     sizes = {"slice.png": (100, 120), "sub/slice.png": (70, 50), "color.jpg": (90, 90), "deep.tif": (80, 64)}
     stems = set()
@@ -270,11 +272,45 @@ def _copy_model(model_path: Path, folder: Path, **spec_changes) -> Path:
     return folder / "model.onnx"
 
 
+def test_predict_writes_exactly_the_masks_evaluate_scores(model_path, tmp_path):
+    """With flip TTA and component filtering on, the masks brainseg-predict writes are the masks the
+    evaluate stage scores, pixel for pixel, given the same model's probabilities."""
+    from brainseg.evaluate import flip_tta_probs, original_size_table
+    from brainseg.inference import resize_to_model, unit_range
+    from brainseg.predict import Predictor
+
+    post = {"threshold": 0.5, "tta": True, "min_component_px": 40}
+    model = _copy_model(model_path, tmp_path / "model", postprocess=post)
+    grays = [_blob_image(h, w, seed) for seed, (h, w) in enumerate([(100, 120), (64, 64), (90, 70), (130, 97)])]
+    (tmp_path / "in").mkdir()
+    for i, gray in enumerate(grays):
+        cv2.imwrite(str(tmp_path / "in" / f"s{i}.png"), gray)
+    result = run_cli(str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(model), "--overlay", "none")
+    assert result.returncode == 0, result.stderr
+    written = [(cv2.imread(str(tmp_path / "out" / f"s{i}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
+               for i in range(len(grays))]
+
+    # Evaluate's path: slices as the preprocess stage stores them, its TTA, its original-size scoring.
+    # Scored against predict's own masks, a false positive or negative is a pixel where the two differ.
+    small = np.stack([resize_to_model(gray, SIZE) for gray in grays])
+    predictor = Predictor(model)
+    probs_of = lambda images: predictor.run_model(unit_range(images))  # noqa: E731 - the same batch as the CLI's
+    plain = probs_of(small)
+    table = original_size_table(flip_tta_probs(probs_of, small, plain), written, 0.5, 40)
+    assert table[["fp", "fn"]].to_numpy().sum() == 0 and table["tp"].sum() > 0
+    # Both settings changed the masks here, so the test exercised them.
+    assert original_size_table(plain, written, 0.5, 40)[["fp", "fn"]].to_numpy().sum() > 0
+    assert original_size_table(flip_tta_probs(probs_of, small, plain), written, 0.5, 0)[["fp", "fn"]].to_numpy().sum() > 0
+
+
 @pytest.mark.parametrize("spec_changes, message", [
     ({"input": {"name": "image", "shape": ["batch", 1, 2 * SIZE, 2 * SIZE]}},
      rf"says the input is {2 * SIZE} px, but .*model\.onnx takes \['batch', 1, {SIZE}, {SIZE}\]"),
-    ({"threshold": 5}, r"threshold 5\.0 must lie strictly between 0 and 1"),
-], ids=["size-mismatch", "threshold"])
+    ({"postprocess": {"threshold": 5, "tta": False, "min_component_px": 0}},
+     r"threshold must lie strictly between 0 and 1, got 5\.0"),
+    ({"postprocess": {"threshold": 0.5}}, r"the post-processing lacks 'tta'"),
+    ({"format_version": 1}, r"version 1 model description; this brainseg-predict reads version 2"),
+], ids=["size-mismatch", "threshold", "incomplete-postprocess", "old-format"])
 def test_a_model_description_that_cannot_hold_is_refused_before_any_work(model_path, tmp_path, spec_changes,
                                                                         message):
     model = _copy_model(model_path, tmp_path / "model", **spec_changes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from brainseg.lesions import box_agreement, hausdorff95, tumors_found
 from brainseg.metrics import bootstrap_ci, confusion_counts, dice_scores, iou_scores, per_image_table, summarize
 from brainseg.model import initial_model, load_checkpoint, predict_probs
 from brainseg.plots import curves_figure, overlay_grid
-from brainseg.postprocess import binarize
+from brainseg.inference import PostProcess, binarize, mask_at_size, merge_flipped
 
 CPU = torch.device("cpu")  # evaluation runs where users will run the exported model
 SWEEP = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -47,10 +48,9 @@ def intensity_baseline(val: tuple[np.ndarray, np.ndarray], test_images: np.ndarr
     return best_t, standardize(test_images) > best_t
 
 
-def flip_tta_probs(model, images: np.ndarray, plain: np.ndarray, device: torch.device) -> np.ndarray:
-    """Mean of `plain` (the slices' probabilities) and those of their left-right mirror images."""
-    flipped = predict_probs(model, np.ascontiguousarray(images[:, :, ::-1]), device)[:, :, ::-1]
-    return (plain + flipped) / 2
+def flip_tta_probs(probs_of, images: np.ndarray, plain: np.ndarray) -> np.ndarray:
+    """`plain` (the slices' probabilities) merged with those `probs_of` gives their mirror images."""
+    return merge_flipped(plain, probs_of(np.ascontiguousarray(images[:, :, ::-1])))
 
 
 def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, min_sizes) -> dict:
@@ -69,20 +69,13 @@ def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, m
     return {"threshold": threshold, "tta": tta, "min_component_px": min_pixels, "val_dice_mean": -neg_dice}
 
 
-def _at_original_size(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(prob, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-
-
 def original_size_table(probs: np.ndarray, truths: list[np.ndarray], threshold: float, min_pixels: int) -> pd.DataFrame:
-    """Per-image metrics with each prediction brought back to its image's original size.
-
-    Components below `min_pixels` are dropped at the model's resolution (as brainseg-predict
-    does), the probabilities are resized bilinearly, then thresholded (>=).
-    """
+    """Per-image metrics of the masks brainseg-predict would write, at each image's original size
+    (`mask_at_size`: small components dropped at the model's size, resized, thresholded)."""
+    post = PostProcess(threshold=threshold, min_component_px=min_pixels)
     rows = []
     for prob, truth in zip(probs, truths):
-        prob = prob * binarize(prob, threshold, min_pixels)
-        pred = _at_original_size(prob, truth.shape) >= threshold
+        pred = mask_at_size(prob, truth.shape, post).astype(bool)
         tp, fp, fn = (int(c[0]) for c in confusion_counts(pred[None], truth[None]))
         found, tumors = tumors_found(pred, truth)
         box_dice, box_iou, box_hit = box_agreement(pred, truth)
@@ -115,7 +108,8 @@ def original_size_sweep(probs: np.ndarray, truths: list[np.ndarray], thresholds:
     """Metrics at each probability threshold, at the original sizes: PR and Dice-vs-threshold data."""
     counts = np.zeros((len(thresholds), len(probs), 3), dtype=np.int64)
     for i, (prob, truth) in enumerate(zip(probs, truths)):
-        full, truth = _at_original_size(prob, truth.shape), truth.astype(bool)
+        full = cv2.resize(prob, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_LINEAR)
+        truth = truth.astype(bool)
         for j, t in enumerate(thresholds):
             counts[j, i] = [c[0] for c in confusion_counts((full >= t)[None], truth[None])]
     rows = []
@@ -159,9 +153,12 @@ def score_against_reference(probs: np.ndarray, truths: list[np.ndarray], referen
 
 
 def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path, model_path: Path, live_dir: Path,
-             metrics_path: Path, details_path: Path, plots_dir: Path, reference_dir: Path | None = None) -> dict:
-    """Writes the figures a person compares across experiments to `metrics_path` and the supporting
-    figures (test-set counts, training-size and untuned scores, baselines) to `details_path`.
+             postprocess_path: Path, metrics_path: Path, details_path: Path, plots_dir: Path,
+             reference_dir: Path | None = None) -> dict:
+    """Writes the post-processing chosen on validation to `postprocess_path` (export carries it into
+    the model's description), the figures a person compares across experiments to `metrics_path`
+    and the supporting figures (test-set counts, training-size and untuned scores, baselines) to
+    `details_path`.
 
     With `reference_dir` (a second truth for the test images, see data/reference.py) the predictions
     are also scored against it: a `reference` block in both files and `ref_*` columns per image."""
@@ -170,12 +167,14 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     test_images, test_masks = data.subset("test")
     test_rows = data.index.loc[data.rows["test"]]
     model, _ = load_checkpoint(model_path)
+    probs_of = functools.partial(predict_probs, model, device=CPU)
 
     # 1. Post-processing (threshold, flip TTA, smallest component) is chosen on validation only.
-    chosen = choose_postprocessing(model, data, cfg)
+    chosen = choose_postprocessing(probs_of, data, cfg)
+    atomic_write_text(postprocess_path, json.dumps(chosen, indent=2) + "\n")
     # 2. Test predictions, scored per image against the labels at each image's original size.
-    plain_probs = predict_probs(model, test_images, CPU)
-    probs = flip_tta_probs(model, test_images, plain_probs, CPU) if chosen["tta"] else plain_probs
+    plain_probs = probs_of(test_images)
+    probs = flip_tta_probs(probs_of, test_images, plain_probs) if chosen["tta"] else plain_probs
     preds = binarize(probs, chosen["threshold"], chosen["min_component_px"])  # at the model's resolution
     truths = original_masks(raw_dir, test_rows, params.data.categories)
     table = original_size_table(probs, truths, chosen["threshold"], chosen["min_component_px"])
@@ -204,14 +203,16 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     return metrics
 
 
-def choose_postprocessing(model, data: ProcessedData, cfg: EvaluateConfig) -> dict:
-    """Tuned on validation (`tune_postprocessing`), or the configured threshold as is."""
+def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig) -> dict:
+    """Tuned on validation (`tune_postprocessing`), or the configured threshold as is.
+
+    `probs_of`: uint8 slices N x S x S -> the model's probabilities."""
     if not cfg.tune_on_val:
         return {"threshold": cfg.threshold, "tta": False, "min_component_px": 0}
     val_images, val_masks = data.subset("val")
-    candidates = {False: predict_probs(model, val_images, CPU)}
+    candidates = {False: probs_of(val_images)}
     if cfg.tta:
-        candidates[True] = flip_tta_probs(model, val_images, candidates[False], CPU)
+        candidates[True] = flip_tta_probs(probs_of, val_images, candidates[False])
     return tune_postprocessing(candidates, val_masks, cfg.min_component_px)
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from brainseg.config import ExportConfig
 from brainseg.io import atomic_output, atomic_write_text, temp_sibling
 from brainseg.errors import BrainsegError
+from brainseg.inference import MIN_COMPONENT_MEANING, MODEL_FORMAT_VERSION, TTA_MEANING, PostProcess
 from brainseg.model import load_checkpoint
 
 
@@ -106,11 +107,9 @@ def max_abs_diff_onnx(onnx_path: Path, inputs: np.ndarray, reference: np.ndarray
     return float(np.abs(output - reference).max())
 
 
-def export(model_path: Path, out_dir: Path, cfg: ExportConfig, postprocess: dict, samples: np.ndarray) -> dict:
-    """`samples`: uint8 N x S x S slices used for tracing and for the agreement check.
-
-    `postprocess`: threshold, tta and min_component_px as chosen by the evaluate stage.
-    """
+def export(model_path: Path, out_dir: Path, cfg: ExportConfig, post: PostProcess, samples: np.ndarray) -> dict:
+    """`samples`: uint8 N x S x S slices used for tracing and for the agreement check; `post`: the
+    post-processing the evaluate stage chose, which model.json carries to every consumer."""
     model, ckpt = load_checkpoint(model_path)
     wrapped = ProbabilityNet(model).eval()
     size = int(ckpt["image_size"])
@@ -130,7 +129,7 @@ def export(model_path: Path, out_dir: Path, cfg: ExportConfig, postprocess: dict
                           f"TorchScript {ts_diff:.2e} > export.tolerance {cfg.tolerance:g}")
 
     spec = {
-        "format_version": 1,
+        "format_version": MODEL_FORMAT_VERSION,
         "brainseg_version": version("brainseg"),
         "files": {"onnx": onnx_path.name, "torchscript": ts_path.name},
         "input": {
@@ -140,12 +139,10 @@ def export(model_path: Path, out_dir: Path, cfg: ExportConfig, postprocess: dict
             "normalisation": "per-slice standardisation (zero mean, unit variance) inside the model",
         },
         "output": {"name": "probability", "shape": ["batch", 1, size, size], "meaning": "tumor probability"},
-        "threshold": postprocess["threshold"],
         "postprocess": {
-            "tta": bool(postprocess["tta"]),
-            "tta_meaning": "average the probabilities of the slice and its left-right mirror image",
-            "min_component_px": int(postprocess["min_component_px"]),
-            "min_component_meaning": "drop predicted components smaller than this at the model's input size",
+            **post.to_dict(),
+            "meaning": "brainseg.inference.mask_at_size: with tta, " + TTA_MEANING + "; " + MIN_COMPONENT_MEANING
+                       + "; resize the kept probabilities to the slice's size (bilinear); tumor where >= threshold",
         },
         "model": ckpt["model"],
         "best_epoch": ckpt["epoch"],

@@ -25,6 +25,7 @@ from brainseg.data.index import INDEX_COLUMNS
 from brainseg.data.layout import DROP_REASONS, LayoutStats, Sample, read_layout
 from brainseg.data.masks import decode_rle, rasterize_polygons
 from brainseg.errors import BrainsegError
+from brainseg.inference import resize_to_model
 from brainseg.imaging import read_grayscale
 
 SKIPPED_FILE = "skipped.csv"
@@ -82,7 +83,7 @@ def load_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, int,
         return f"{sample.file} (image is {height}x{width}, its mask {mask.shape[0]}x{mask.shape[1]})"
     if sample.mask_file is None:
         mask = _coco_mask(sample, height, width)
-    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    image = resize_to_model(image, size)
     tumor_pixels = cv2.countNonZero(mask)
     small = resize_mask(mask, size) if tumor_pixels else np.zeros((size, size), np.uint8)
     return image, small, tumor_pixels, height, width
