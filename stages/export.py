@@ -1,5 +1,7 @@
-"""Stage export: models/model.onnx + models/model.ts + models/model.json, checked against PyTorch."""
+"""Stage export: models/model.onnx + models/model.ts + models/model.json, checked against PyTorch,
+and models/MODEL_CARD.md from them and the evaluate and preprocess stages' metrics."""
 
+import json
 from pathlib import Path
 
 from brainseg.cli import run
@@ -7,6 +9,8 @@ from brainseg.config import load_params
 from brainseg.data.dataset import ProcessedData
 from brainseg.export import export
 from brainseg.inference import read_postprocess
+from brainseg.io import atomic_write_text
+from brainseg.model_card import render_model_card
 
 CHECK_SAMPLES = 8
 
@@ -15,7 +19,9 @@ def main() -> None:
     params = load_params()
     test_images, _ = ProcessedData(Path("data/processed"), Path("data/splits")).subset("test")
     post = read_postprocess(Path("models/postprocess.json"))  # chosen on validation by evaluate
-    export(Path("models/model.pt"), Path("models"), params.export, post, test_images[:CHECK_SAMPLES])
+    spec = export(Path("models/model.pt"), Path("models"), params.export, post, test_images[:CHECK_SAMPLES])
+    metrics = {name: json.loads(Path(f"metrics/{name}.json").read_text()) for name in ("test", "data")}
+    atomic_write_text(Path("models/MODEL_CARD.md"), render_model_card(params, spec, metrics["test"], metrics["data"]))
 
 
 if __name__ == "__main__":
