@@ -52,4 +52,5 @@ def test_the_body_has_metrics_with_intervals_use_limits_and_how_to_run():
     test = json.loads((ROOT / "metrics/test.json").read_text())
     assert f"{test['dice_mean_ci95_low']:.3f}–{test['dice_mean_ci95_high']:.3f}" in body
     assert "Against the reference set" in body and "Research use only" in body
-    assert "brainseg-predict" in body and "threshold 0.35, flip TTA on" in body
+    assert "brainseg-predict" in body and "brainseg-demo --model models/" in body
+    assert "threshold 0.35, flip TTA on" in body

@@ -137,6 +137,12 @@ def render_model_card(params: Params, spec: dict, test: dict, data_metrics: dict
         "",
         "Writes `<name>_mask.png` (0/255 at the slice's size), an overlay and a report per input; "
         "`model.json`'s `postprocess` block and `brainseg.inference` say how probabilities become the mask.",
+        "Or in a local web page (upload slices, see and download the masks):",
+        "",
+        "```bash",
+        "pip install -r requirements-demo.txt   # the above plus Gradio",
+        "brainseg-demo --model models/",
+        "```",
         "",
     ]
     return "\n".join(lines)
