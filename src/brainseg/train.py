@@ -73,19 +73,17 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 @torch.no_grad()
 def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, device: torch.device,
-                    autocast_dtype: torch.dtype | None = None, memory_format=torch.contiguous_format,
                     batch_size: int = 32) -> tuple[float, float, int]:
     """(sum of per-slice losses, sum of per-image Dice at threshold 0.5, slices): summable across processes.
 
-    In the training's precision and memory format: with patch training the whole validation
-    slices can cost as much as the epoch's patches.
+    In float32 whatever train.amp is: the choice of the best epoch should not depend on bf16 rounding
+    (and the recorded runs were selected this way).
     """
     model.eval()
     loss_sum, dice_sum = 0.0, 0.0
     for rows, x in model_batches(images, device, batch_size):
         y = torch.from_numpy(np.asarray(masks[rows], dtype=np.float32))[:, None].to(device)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(x.contiguous(memory_format=memory_format))
+        logits = model(x)
         loss_sum += criterion(logits, y).item() * len(x)
         pred, truth = (logits > 0).flatten(1), y.bool().flatten(1)
         tp = (pred & truth).sum(1).cpu().numpy()
@@ -197,7 +195,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
             train_loss = _train_epoch(model, loader, optimizer, schedule, criterion, scaler, autocast_dtype,
                                       cfg, ctx, progress.epoch, params.seed, memory_format)
             distributed.broadcast_buffers(ctx, net)
-            sums = validation_sums(net, criterion, val_images, val_masks, device, autocast_dtype, memory_format)
+            sums = validation_sums(net, criterion, val_images, val_masks, device)
             loss_sum, dice_sum, count = distributed.sum_across(ctx, list(sums))
             schedule.epoch_end(dice_sum / count)
             entry = {"train/loss": train_loss, "val/loss": loss_sum / count, "val/dice": dice_sum / count,
