@@ -1,4 +1,5 @@
-"""Training loss: weighted soft Dice + binary cross-entropy + focal loss, on logits."""
+"""Training losses on logits: weighted soft Dice + binary cross-entropy + focal loss for masks, and the
+box-supervision terms (outside-box, projection, pairwise) for labels that are only boxes."""
 
 from __future__ import annotations
 
@@ -47,3 +48,54 @@ class SegmentationLoss(torch.nn.Module):
         if self.focal_weight:
             loss = loss + self.focal_weight * focal_loss(logits, target, self.focal_gamma)
         return loss
+
+
+# --- Box supervision: losses that are exact when the labels are boxes, not outlines ----------------
+# `boxes` is N x 1 x H x W with 1 inside a box (the union of an image's boxes), 0 elsewhere.
+
+def outside_box_loss(logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """BCE towards background on the pixels outside every box (there the box label is exact),
+    averaged per image over those pixels, then over the batch."""
+    outside = 1.0 - boxes
+    per_pixel = F.softplus(logits.float())  # BCE with target 0
+    return ((per_pixel * outside).flatten(1).sum(1) / outside.flatten(1).sum(1).clamp(min=1.0)).mean()
+
+
+def projection_loss(logits: torch.Tensor, boxes: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """The box tightness prior (Hsu et al. 2019; BoxInst's projection term, Tian et al. 2021): the
+    prediction's maximum along each column and each row must match the box's, i.e. the tumor
+    touches every side of its box and nothing lies beyond. 1D soft Dice per image and axis."""
+    probs = torch.sigmoid(logits.float())
+    loss = logits.new_zeros((), dtype=torch.float32)
+    for axis in (2, 3):  # max over rows -> one value per column; over columns -> one per row
+        pred, box = probs.amax(dim=axis).flatten(1), boxes.float().amax(dim=axis).flatten(1)
+        dice = (2 * (pred * box).sum(1) + eps) / (pred.sum(1) + box.sum(1) + eps)
+        loss = loss + (1 - dice).mean()
+    return loss
+
+
+def _neighbour_offsets(dilation: int) -> list[tuple[int, int]]:
+    """Half of the 8 neighbours at `dilation` pixels (each pair of pixels is counted once)."""
+    return [(0, dilation), (dilation, 0), (dilation, dilation), (dilation, -dilation)]
+
+
+def pairwise_loss(logits: torch.Tensor, boxes: torch.Tensor, images: torch.Tensor, sigma: float = 0.02,
+                  min_similarity: float = 0.3, dilation: int = 2) -> torch.Tensor:
+    """BoxInst's pairwise term on MRI intensity: neighbouring pixels of similar intensity (similarity
+    exp(-|dI| / sigma) >= min_similarity) inside a box should share a label; the loss is
+    -log P(same label) averaged over those pairs. It lets the outline follow intensity edges."""
+    log_p, log_not_p = F.logsigmoid(logits.float()), F.logsigmoid(-logits.float())
+    total, pairs = logits.new_zeros((), dtype=torch.float32), logits.new_zeros((), dtype=torch.float32)
+    height, width = logits.shape[-2:]
+    for dy, dx in _neighbour_offsets(dilation):
+        # a: pixels (y, x); b: their neighbours (y + dy, x + dx), both inside the image.
+        ya, yb = slice(0, height - dy), slice(dy, height)
+        xa, xb = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
+        similar = torch.exp(-(images[..., ya, xa] - images[..., yb, xb]).abs() / sigma) >= min_similarity
+        in_box = (boxes[..., ya, xa] > 0) & (boxes[..., yb, xb] > 0)
+        weight = (similar & in_box).float()
+        log_same = torch.logaddexp(log_p[..., ya, xa] + log_p[..., yb, xb],  # both tumor, or
+                                   log_not_p[..., ya, xa] + log_not_p[..., yb, xb])  # both background
+        total = total - (log_same * weight).sum()
+        pairs = pairs + weight.sum()
+    return total / pairs.clamp(min=1.0)
