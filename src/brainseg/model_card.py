@@ -20,6 +20,10 @@ _SOURCES = {
 }
 
 
+def _rounded(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def _label_kind(data_metrics: dict) -> str:
     if data_metrics.get("rectangle_fraction", 0.0) >= BOX_LABELS_FROM:
         return "boxes"
@@ -65,7 +69,7 @@ def render_model_card(params: Params, spec: dict, test: dict, data_metrics: dict
     reference_line = (
         f"\nAgainst the reference set (a second truth for the same test slices, `reference.*` in params.yaml): "
         f"per-image Dice {reference['dice_mean']:.3f}, global Dice {reference['dice_global']:.3f}, HD95 median "
-        f"{reference['hd95_px_median']} px.\n" if reference else "")
+        f"{_rounded(reference['hd95_px_median'])} px.\n" if reference else "")
     lines = [
         "---",
         yaml.safe_dump(_header(params, spec, test, data_metrics), sort_keys=False).rstrip(),
@@ -108,7 +112,7 @@ def render_model_card(params: Params, spec: dict, test: dict, data_metrics: dict
         f"| per-image IoU (mean) | {test['iou_mean']:.3f} |",
         f"| global Dice / precision / recall | {test['dice_global']:.3f} / {test['precision_global']:.3f} / "
         f"{test['recall_global']:.3f} |",
-        f"| HD95 median (px, original size) | {test['hd95_px_median']} |",
+        f"| HD95 median (px, original size) | {_rounded(test['hd95_px_median'])} |",
         f"| tumors found | {test['tumor_sensitivity']:.1%} |",
         f"| false positives on tumor-free slices | {test['tumor_free_fpr']:.1%} of them |",
         reference_line,
