@@ -63,6 +63,21 @@ def test_the_page_segments_as_brainseg_predict_does(model_path, tmp_path):
     assert higher.row[2] < result.row[2]
 
 
+def test_uploads_of_one_name_keep_a_mask_each_and_oversized_ones_are_refused(model_path, tmp_path, monkeypatch):
+    import brainseg.demo as demo
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = _slice(tmp_path / "a" / "scan.png", 1), _slice(tmp_path / "b" / "scan.png", 2)
+    big = _slice(tmp_path / "big.png", 3, shape=(300, 300))
+    monkeypatch.setattr(demo, "MAX_UPLOAD_MB", big.stat().st_size / 2**20 * 0.99)  # just below the big file
+    results = demo.segment_uploads(Predictor(model_path), [first, second, big], 0.5, tmp_path)
+    assert [r.mask_file.name if r.mask_file else None for r in results] == ["scan_mask.png", "scan-2_mask.png", None]
+    assert results[2].row[1] == "error" and "larger than" in results[2].row[4]
+    masks = [cv2.imread(str(r.mask_file), cv2.IMREAD_GRAYSCALE) for r in results[:2]]
+    assert masks[0].shape == masks[1].shape and not np.array_equal(masks[0], masks[1])
+
+
 def test_an_unreadable_upload_is_a_row_with_its_reason(model_path, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     result = segment_upload(Predictor(model_path), tmp_path / "broken.png", 0.5, tmp_path, "broken.png")

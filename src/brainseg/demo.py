@@ -51,8 +51,10 @@ def pixel_area_mm2(path: Path) -> float | None:
     return row_mm * col_mm
 
 
-def segment_upload(predictor: Predictor, path: Path, threshold: float, out_dir: Path, name: str) -> Segmented:
-    """Segment one uploaded file as brainseg-predict would at `threshold`; errors become a row, not an exception."""
+def segment_upload(predictor: Predictor, path: Path, threshold: float, out_dir: Path, name: str,
+                   stem: str | None = None) -> Segmented:
+    """Segment one uploaded file as brainseg-predict would at `threshold`; errors become a row, not an
+    exception. The mask is written as `<stem>_mask.png` (default: the upload's own stem)."""
     try:
         gray = read_gray(path)
         if gray.size > MAX_PIXELS:
@@ -63,12 +65,28 @@ def segment_upload(predictor: Predictor, path: Path, threshold: float, out_dir: 
     prob = predictor.probabilities(predictor.preprocess(gray)[None])[0]
     post = PostProcess(threshold=threshold, tta=predictor.post.tta, min_component_px=predictor.post.min_component_px)
     mask = mask_at_size(prob, gray.shape, post)
-    mask_file = out_dir / f"{Path(name).stem}_mask.png"
+    mask_file = out_dir / f"{stem or Path(name).stem}_mask.png"
     cv2.imwrite(str(mask_file), mask * np.uint8(255))
     tumor = int(mask.sum())
     area = pixel_area_mm2(path)
     row = [name, "ok", tumor, round(tumor * area, 1) if area is not None else None, ""]
     return Segmented(row, cv2.cvtColor(overlay(gray, mask), cv2.COLOR_BGR2RGB), mask_file)
+
+
+def segment_uploads(predictor: Predictor, paths: list[Path], threshold: float, out_dir: Path) -> list[Segmented]:
+    """One page submission: every upload segmented or refused, each mask under its own name."""
+    results, stems = [], set()
+    for path in paths:
+        if path.stat().st_size > MAX_UPLOAD_MB * 2**20:
+            results.append(Segmented([path.name, "error", None, None, f"larger than {MAX_UPLOAD_MB} MB"]))
+            continue
+        stem, n = path.stem, 1
+        while stem.lower() in stems:  # two uploads of one name (from different folders) keep both masks
+            n += 1
+            stem = f"{path.stem}-{n}"
+        stems.add(stem.lower())
+        results.append(segment_upload(predictor, path, threshold, out_dir, path.name, stem))
+    return results
 
 
 def write_examples(folder: Path, seed: int = 0) -> list[Path]:
@@ -94,14 +112,8 @@ def build_app(predictor: Predictor, work_dir: Path):
         if not uploads:
             return [], None, [], [], "Upload one or more slices first."
         out_dir = Path(tempfile.mkdtemp(dir=work_dir, prefix="masks-"))
-        results = []
-        for upload in uploads:
-            path = Path(upload if isinstance(upload, str) else upload.name)
-            name = path.name
-            if path.stat().st_size > MAX_UPLOAD_MB * 2**20:
-                results.append(Segmented([name, "error", None, None, f"larger than {MAX_UPLOAD_MB} MB"]))
-                continue
-            results.append(segment_upload(predictor, path, float(threshold), out_dir, name))
+        paths = [Path(upload if isinstance(upload, str) else upload.name) for upload in uploads]
+        results = segment_uploads(predictor, paths, float(threshold), out_dir)
         done = [r for r in results if r.overlay is not None]
         failed = len(results) - len(done)
         summary = f"{len(done)} segmented" + (f", {failed} could not be read (see the table)" if failed else "")
