@@ -154,8 +154,19 @@ def _upload_and_segment(driver, url: str, *files: Path) -> str:
     upload.send_keys("\n".join(str(f) for f in files))
     # Listed once uploaded (the page breaks a name before its extension).
     wait.until(lambda d: all(f.stem in d.find_element(By.CSS_SELECTOR, "#uploads").text for f in files))
-    driver.find_element(By.CSS_SELECTOR, "#segment").click()
+    wait.until(lambda d: _click(d.find_element(By.CSS_SELECTOR, "#segment")))
     return wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#status").text.strip() or None)
+
+
+def _click(element) -> bool:
+    """Click, or False while something (an upload's progress label) still lies over the element."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    try:
+        element.click()
+    except ElementClickInterceptedException:
+        return False
+    return True
 
 
 def test_in_a_browser_the_offered_mask_is_brainseg_predicts(page, model_path, tmp_path):
