@@ -17,11 +17,13 @@ CHECK_SAMPLES = 8
 
 def main() -> None:
     params = load_params()
-    test_images, _ = ProcessedData(Path("data/processed"), Path("data/splits")).subset("test")
+    data = ProcessedData(Path("data/processed"), Path("data/splits"))
     post = read_postprocess(Path("models/postprocess.json"))  # chosen on validation by evaluate
-    spec = export(Path("models/model.pt"), Path("models"), params.export, post, test_images[:CHECK_SAMPLES])
+    spec = export(Path("models/model.pt"), Path("models"), params.export, post, data.subset("test")[0][:CHECK_SAMPLES])
     metrics = {name: json.loads(Path(f"metrics/{name}.json").read_text()) for name in ("test", "data")}
-    atomic_write_text(Path("models/MODEL_CARD.md"), render_model_card(params, spec, metrics["test"], metrics["data"]))
+    sizes = {subset: len(rows) for subset, rows in data.rows.items()}
+    card = render_model_card(params, spec, metrics["test"], metrics["data"], sizes)
+    atomic_write_text(Path("models/MODEL_CARD.md"), card)
 
 
 if __name__ == "__main__":

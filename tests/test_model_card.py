@@ -15,12 +15,13 @@ from brainseg.model_card import render_model_card
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"input": {"shape": ["batch", 1, 192, 192]}, "files": {"onnx": "model.onnx", "torchscript": "model.ts"},
         "postprocess": {"threshold": 0.35, "tta": True, "min_component_px": 16}, "best_epoch": 35, "val_dice": 0.75}
+SIZES = {"train": 1502, "val": 429, "test": 215}
 
 
 def _card(data_overrides: dict, test_overrides: dict | None = None, params: dict | None = None) -> tuple[dict, str]:
     test = {**json.loads((ROOT / "metrics/test.json").read_text()), **(test_overrides or {})}
     data = {**json.loads((ROOT / "metrics/data.json").read_text()), **data_overrides}
-    text = render_model_card(parse_params(params or {}), SPEC, test, data)
+    text = render_model_card(parse_params(params or {}), SPEC, test, data, SIZES)
     _, header, body = text.split("---\n", 2)
     return yaml.safe_load(header), body
 
@@ -54,3 +55,12 @@ def test_the_body_has_metrics_with_intervals_use_limits_and_how_to_run():
     assert "Against the reference set" in body and "Research use only" in body
     assert "brainseg-predict" in body and "brainseg-demo --model models/" in body
     assert "threshold 0.35, flip TTA on" in body
+
+
+def test_a_layout_without_valid_and_test_folders_gets_its_split_sizes():
+    # Image/mask-pair layouts (the figshare outlines) have no split folders: metrics/data.json counts
+    # every image under train, and the split stage decides the subsets.
+    data = {k: v for k, v in json.loads((ROOT / "metrics/data.json").read_text()).items()
+            if k not in ("images_valid", "images_test")}
+    text = render_model_card(parse_params({}), SPEC, json.loads((ROOT / "metrics/test.json").read_text()), data, SIZES)
+    assert "1502 training, 429 validation and 215 test slices" in text

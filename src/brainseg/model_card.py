@@ -45,7 +45,8 @@ def _header(params: Params, spec: dict, test: dict, data_metrics: dict) -> dict:
                 "task": {"type": "image-segmentation", "name": "tumor segmentation"},
                 "dataset": {"name": dataset, "type": dataset, "split": "test"},
                 "metrics": [
-                    {"type": "dice", "value": test["dice_mean"], "name": f"per-image Dice vs {_label_kind(data_metrics)}"},
+                    {"type": "dice", "value": test["dice_mean"],
+                     "name": f"per-image Dice vs {_label_kind(data_metrics)}"},
                     {"type": "iou", "value": test["iou_mean"], "name": "per-image IoU"},
                 ],
             }],
@@ -53,8 +54,10 @@ def _header(params: Params, spec: dict, test: dict, data_metrics: dict) -> dict:
     }
 
 
-def render_model_card(params: Params, spec: dict, test: dict, data_metrics: dict) -> str:
-    """The card's text. `spec`: model.json; `test`: metrics/test.json; `data_metrics`: metrics/data.json."""
+def render_model_card(params: Params, spec: dict, test: dict, data_metrics: dict,
+                      split_sizes: dict[str, int]) -> str:
+    """The card's text. `spec`: model.json; `test`: metrics/test.json; `data_metrics`: metrics/data.json;
+    `split_sizes`: slices per subset (train, val, test) as the split stage made them."""
     size = spec["input"]["shape"][-1]
     labels = _label_kind(data_metrics)
     source = _SOURCES[params.data.source].format(dataset=params.data.kaggle_dataset)
@@ -97,8 +100,8 @@ def render_model_card(params: Params, spec: dict, test: dict, data_metrics: dict
         "",
         "## Training data",
         "",
-        f"{source[0].upper() + source[1:]}: {data_metrics['images_train']} training, "
-        f"{data_metrics['images_valid']} validation and {data_metrics['images_test']} test slices "
+        f"{source[0].upper() + source[1:]}: {split_sizes['train']} training, "
+        f"{split_sizes['val']} validation and {split_sizes['test']} test slices "
         f"(split: `{params.split.strategy}`), resized to {params.preprocess.image_size} px; "
         f"{data_metrics['tumor_free_fraction']:.0%} of slices tumor-free, median tumor area "
         f"{data_metrics['tumor_area_fraction_median']:.1%} of the slice. {label_caveat}",
