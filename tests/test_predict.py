@@ -58,7 +58,8 @@ def _expected_mask(model_path: Path, image_path: Path) -> np.ndarray:
 
 def test_mixed_folder(model_path, mixed_folder, tmp_path):
     out = tmp_path / "out"
-    result = run_cli(str(mixed_folder), "--out", str(out), "--model", str(model_path), "--batch-size", "2")
+    result = run_cli(str(mixed_folder), "--out", str(out), "--model", str(model_path), "--batch-size", "2",
+                     "--overlay", "png")
     assert result.returncode == 1, result.stderr
     assert "corrupt.png" in result.stderr and "unreadable" in result.stderr
     assert "4 of 5 input(s) segmented, 1 failed" in result.stdout
@@ -109,7 +110,8 @@ def test_only_good_inputs_exit_zero(model_path, tmp_path):
     cv2.imwrite(str(image), _blob_image(50, 60, 4))
     result = run_cli(str(image), "--out", str(tmp_path / "out"), "--model", str(model_path))
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "out" / "one_mask.png").is_file() and (tmp_path / "out" / "one_overlay.png").is_file()
+    # the default is the fast path: the mask and the reports, no overlay
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one_mask.png", "report.csv", "report.json"]
 
 
 def test_a_truncated_jpeg_is_reported_not_segmented(model_path, tmp_path):
@@ -145,11 +147,10 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_as_input(model_pat
         assert result.returncode == 0, result.stderr
     with open(folder / "masks" / "report.csv", newline="") as f:
         assert [Path(row["file"]).name for row in csv.DictReader(f)] == ["a.png"]
-    assert sorted(p.name for p in (folder / "masks").iterdir()) == ["a_mask.png", "a_overlay.png", "report.csv",
-                                                                     "report.json"]
+    assert sorted(p.name for p in (folder / "masks").iterdir()) == ["a_mask.png", "report.csv", "report.json"]
 
 
-@pytest.mark.parametrize("fmt", ["jpg", "none"])
+@pytest.mark.parametrize("fmt", ["png", "jpg", "none"])
 def test_overlay_format_option(model_path, tmp_path, fmt):
     from brainseg import predict
 
@@ -158,9 +159,9 @@ def test_overlay_format_option(model_path, tmp_path, fmt):
     rows = predict.predict([str(image)], tmp_path / "out", model_path, overlay_format=fmt)
     assert rows[0].status == "ok"
     written = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("one"))
-    assert written == (["one_mask.png", "one_overlay.jpg"] if fmt == "jpg" else ["one_mask.png"])
-    if fmt == "jpg":
-        assert cv2.imread(str(tmp_path / "out" / "one_overlay.jpg")).shape == (50, 60, 3)
+    assert written == (["one_mask.png"] if fmt == "none" else ["one_mask.png", f"one_overlay.{fmt}"])
+    if fmt != "none":
+        assert cv2.imread(str(tmp_path / "out" / f"one_overlay.{fmt}")).shape == (50, 60, 3)
 
 
 def test_dicom_without_pydicom_is_reported(model_path, tmp_path, monkeypatch):

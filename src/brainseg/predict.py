@@ -4,9 +4,9 @@
 
 INPUT: image files or folders (searched recursively) of PNG/JPEG/TIFF/BMP, 8 or 16 bit, gray or
 RGB, any size; DICOM too when pydicom is installed. For every input, DIR gets `<stem>_mask.png`
-(0/255 at the original resolution) and `<stem>_overlay.png` (the image with the tumor outline in
-red; `--overlay jpg` writes a JPEG, 10x faster to encode, `--overlay none` skips it); the run writes
-`report.csv` and `report.json`. It refuses to replace files already in DIR unless `--overwrite` is
+(0/255 at the original resolution), and with `--overlay png` or `--overlay jpg` also
+`<stem>_overlay.<png|jpg>` (the image with the tumor outline in red; a PNG overlay costs more CPU
+than the model at 128 px, a JPEG about a tenth of it); the run writes `report.csv` and `report.json`. It refuses to replace files already in DIR unless `--overwrite` is
 given, and never reads DIR's files as inputs when DIR lies inside an input folder.
 Exit code 0: all inputs segmented;
 1: some inputs failed (named on stderr and in the report); 2: usage error (e.g. missing model).
@@ -184,8 +184,12 @@ class Predictor:
 
         import onnxruntime as ort  # imported late so that --help and usage errors stay fast
 
+        options = ort.SessionOptions()
+        # Between calls ONNX Runtime's threads would otherwise spin-wait on the cores that the
+        # decode and write threads need (benchmarks/inference_latency.py: overhead 37% -> 28%).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for invalid models
             raise UsageError(f"cannot load model {model_path}: {e}") from None
         model_input = self.session.get_inputs()[0]
@@ -261,7 +265,7 @@ def output_names(items: list[Item], overlay_format: str) -> list[str]:
 
 
 def predict(inputs: list[str], out_dir: Path, model_path: Path, batch_size: int = 16,
-            overlay_format: str = "png", overwrite: bool = False) -> list[Row]:
+            overlay_format: str = "none", overwrite: bool = False) -> list[Row]:
     predictor = Predictor(model_path)
     items, rows, skipped = collect_inputs(inputs, out_dir)
     for row in rows:
@@ -353,8 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=Path("models/model.onnx"),
                         help="ONNX model; its .json description must lie beside it (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per inference call (default: %(default)s)")
-    parser.add_argument("--overlay", choices=OVERLAY_FORMATS, default="png",
-                        help="overlay image format, or none (default: %(default)s)")
+    parser.add_argument("--overlay", choices=OVERLAY_FORMATS, default="none",
+                        help="also write the image with the tumor outlined: png, jpg (faster), or none "
+                             "(default: %(default)s, masks only)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace files of the same names already in --out (default: refuse, naming them)")
     args = parser.parse_args(argv)
