@@ -61,17 +61,25 @@ def test_a_pixel_outside_the_box_is_always_penalised_when_predicted():
     assert outside_box_loss(_logits(_box()[0, 0].numpy().astype(np.uint8)), box).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_pairwise_loss_wants_one_label_within_uniform_tissue_but_allows_a_change_at_an_edge():
-    box = _box()
-    image = torch.zeros(1, 1, 32, 32)
-    uniform, split = np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)
-    uniform[8:20, 6:24] = 1
-    split[8:20, 6:15] = 1  # half the box: a label change inside uniform intensity
-    assert pairwise_loss(_logits(uniform), box, image).item() == pytest.approx(0.0, abs=1e-5)
-    assert pairwise_loss(_logits(split), box, image).item() > 1.0
-    edge = image.clone()
-    edge[..., :, 15:] = 0.8  # the same change, now along an intensity edge: those pairs are not similar
-    assert pairwise_loss(_logits(split), box, edge).item() == pytest.approx(0.0, abs=1e-5)
+def test_pairwise_loss_wants_labels_to_change_only_at_intensity_edges():
+    box = _box()  # rows 8:20, columns 6:24
+    tumor = np.zeros((32, 32), np.uint8)
+    tumor[10:18, 9:20] = 1
+    image = torch.from_numpy(0.1 + 0.7 * tumor.astype(np.float32))[None, None]  # bright tumor, dark tissue
+    # The tumor's outline runs along the intensity edge: every similar pair shares a label.
+    assert pairwise_loss(_logits(tumor), box, image).item() == pytest.approx(0.0, abs=1e-5)
+    # The painted box changes label inside uniform dark tissue, at the box's own edge (pairs that
+    # cross it count: the background outside is certain and spreads inward).
+    painted = _box()[0, 0].numpy().astype(np.uint8)
+    assert pairwise_loss(_logits(painted), box, image).item() > 1.0
+    # So does a cut through the tumor, where nothing in the image changes.
+    cut = tumor.copy()
+    cut[:, 15:] = 0
+    assert pairwise_loss(_logits(cut), box, image).item() > 1.0
+    # Pairs away from every box say nothing: stray labels far outside are the outside loss's business.
+    far = tumor.copy()
+    far[28:31, 28:31] = 1
+    assert pairwise_loss(_logits(far), box, image).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_box_losses_give_gradients_and_handle_tumor_free_slices():

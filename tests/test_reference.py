@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
@@ -18,7 +17,7 @@ from brainseg.data.layout import read_layout
 from brainseg.data.reference import ReferenceError, pair_with_reference, read_mapping, reference_masks
 from brainseg.data.sources import download_reference
 from brainseg.evaluate import score_against_reference
-from tiny_repo import copy_repo, run
+from tiny_repo import boxes_instead_of_outlines, copy_repo, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -108,23 +107,11 @@ def test_box_against_its_own_outline_scores_exactly(tmp_path):
     assert table.dice[0] == 1.0 and scores["all"]["dice_mean"] == 1.0
 
 
-def _boxes_instead_of_outlines(raw: Path, to: Path) -> Path:
-    """The phantom with each tumor polygon replaced by its bounding box, as the Kaggle dataset labels tumors."""
-    shutil.copytree(raw, to)
-    for coco in to.glob("*/_annotations.coco.json"):
-        data = json.loads(coco.read_text())
-        for ann in data["annotations"]:
-            x, y, w, h = ann["bbox"]
-            ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
-        coco.write_text(json.dumps(data))
-    return to
-
-
 @pytest.mark.slow
 def test_evaluate_scores_the_reference_beside_the_labels(pipeline_repo, tmp_path):
     repo = copy_repo(pipeline_repo, tmp_path / "repo")
     before = json.loads((repo / "metrics/test.json").read_text())
-    boxes = _boxes_instead_of_outlines(repo / "data/raw", tmp_path / "boxes")
+    boxes = boxes_instead_of_outlines(repo / "data/raw", tmp_path / "boxes")
     params = yaml.safe_load((repo / "params.yaml").read_text())
 
     def evaluate_against(reference: Path) -> tuple[dict, dict, pd.DataFrame]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -58,4 +59,17 @@ def make_tiny_repo(repo: Path) -> Path:
 def copy_repo(repo: Path, to: Path) -> Path:
     """A copy at another path, sharing nothing (its own DVC cache): as a colleague's clone would be."""
     shutil.copytree(repo, to, symlinks=True)
+    return to
+
+
+def boxes_instead_of_outlines(raw: Path, to: Path) -> Path:
+    """A copy of the phantom's data/raw with each tumor polygon replaced by its bounding box, as the
+    Kaggle dataset labels tumors."""
+    shutil.copytree(raw, to)
+    for coco in to.glob("*/_annotations.coco.json"):
+        data = json.loads(coco.read_text())
+        for ann in data["annotations"]:
+            x, y, w, h = ann["bbox"]
+            ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+        coco.write_text(json.dumps(data))
     return to

@@ -25,6 +25,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "poly", "onecycle", "plateau", "none")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")
+LABEL_KINDS = ("mask", "box")
 RESUME_MODES = ("auto", "never")
 BAD_IMAGE_POLICIES = ("error", "skip")
 AUGMENT_PROBABILITIES = ("hflip", "affine", "elastic", "brightness_contrast", "gamma", "noise", "blur")
@@ -237,6 +238,21 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class BoxLossConfig:
+    """Weights of the box-supervision terms (train.labels: box; losses.BoxSupervisionLoss)."""
+    KEY: ClassVar[str] = "train.box"
+    outside: float = 1.0  # background everywhere outside the boxes (exact there)
+    projection: float = 1.0  # tightness: the mask touches every side of its box and nothing beyond
+    pairwise: float = 1.0  # neighbours of similar intensity inside a box share a label
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _require(getattr(self, f.name) >= 0, f"{self.KEY}.{f.name}", "must not be negative")
+        _require(self.outside + self.projection > 0, f"{self.KEY}.outside/projection",
+                 "must not both be 0: the pairwise term alone is satisfied by an empty mask")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     KEY: ClassVar[str] = "train"
     epochs: int = 24
@@ -267,10 +283,15 @@ class TrainConfig:
     # preprocess.image_size costs no more per step; validation and inference see whole slices.
     patch_size: int = 0  # 0 = the whole slice
     foreground_patches: float = 0.33  # share of patches placed to contain tumor (others uniform)
+    # What the labels are: masks (outlines) trained with soft Dice + BCE, or boxes trained with
+    # losses that hold exactly for boxes (`box`), so that the model learns the tumor, not its box.
+    labels: str = "mask"
+    box: BoxLossConfig = field(default_factory=BoxLossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "must be at least 1")
+        _one_of(self.labels, LABEL_KINDS, "train.labels")
         _require(self.devices >= 1, "train.devices", "must be at least 1")
         _require(self.batch_size >= 2 * self.devices and self.batch_size % self.devices == 0, "train.batch_size",
                  f"must be a multiple of train.devices ({self.devices}) giving at least 2 slices per process "

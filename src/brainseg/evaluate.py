@@ -16,7 +16,7 @@ from brainseg.io import atomic_write_text
 from brainseg.data.preprocess import original_masks
 from brainseg.data.dataset import ProcessedData
 from brainseg.data.reference import reference_masks
-from brainseg.lesions import box_agreement, hausdorff95, tumors_found
+from brainseg.lesions import box_agreement, component_boxes, hausdorff95, tumors_found
 from brainseg.metrics import bootstrap_ci, confusion_counts, dice_scores, iou_scores, per_image_table, summarize
 from brainseg.model import initial_model, load_checkpoint, predict_probs
 from brainseg.plots import curves_figure, overlay_grid
@@ -53,17 +53,22 @@ def flip_tta_probs(probs_of, images: np.ndarray, plain: np.ndarray) -> np.ndarra
     return merge_flipped(plain, probs_of(np.ascontiguousarray(images[:, :, ::-1])))
 
 
-def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, min_sizes) -> dict:
+def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, min_sizes,
+                        box_labels: bool = False) -> dict:
     """Threshold, TTA on/off and minimum component size with the best per-image mean Dice.
 
-    `candidates` maps tta -> validation probabilities. Ties go to the simpler choice: no TTA,
-    the threshold nearest 0.5, the smallest size.
+    `candidates` maps tta -> validation probabilities. With `box_labels` the masks are scored as
+    boxes (`component_boxes`) against the label boxes: the threshold at which each tumor just
+    spans its box wins, and no outline is needed. Ties go to the simpler choice: no TTA, the
+    threshold nearest 0.5, the smallest size.
     """
+    as_labelled = component_boxes if box_labels else (lambda masks: masks)
     scored = []
     for tta, probs in candidates.items():
         for threshold in SWEEP:
             for min_pixels in sorted(set(min_sizes)):
-                dice = summarize(per_image_table(binarize(probs, threshold, min_pixels), truth))["dice_mean"]
+                masks = as_labelled(binarize(probs, threshold, min_pixels))
+                dice = summarize(per_image_table(masks, truth))["dice_mean"]
                 scored.append((-round(dice, 9), tta, abs(threshold - 0.5), min_pixels, float(threshold)))
     neg_dice, tta, _, min_pixels, threshold = min(scored)
     return {"threshold": threshold, "tta": tta, "min_component_px": min_pixels, "val_dice_mean": -neg_dice}
@@ -170,7 +175,7 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     probs_of = functools.partial(predict_probs, model, device=CPU)
 
     # 1. Post-processing (threshold, flip TTA, smallest component) is chosen on validation only.
-    chosen = choose_postprocessing(probs_of, data, cfg)
+    chosen = choose_postprocessing(probs_of, data, cfg, box_labels=params.train.labels == "box")
     atomic_write_text(postprocess_path, json.dumps(chosen, indent=2) + "\n")
     # 2. Test predictions, scored per image against the labels at each image's original size.
     plain_probs = probs_of(test_images)
@@ -203,17 +208,18 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     return metrics
 
 
-def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig) -> dict:
+def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig, box_labels: bool = False) -> dict:
     """Tuned on validation (`tune_postprocessing`), or the configured threshold as is.
 
-    `probs_of`: uint8 slices N x S x S -> the model's probabilities."""
+    `probs_of`: uint8 slices N x S x S -> the model's probabilities; `box_labels`: the labels are
+    boxes (train.labels: box)."""
     if not cfg.tune_on_val:
         return {"threshold": cfg.threshold, "tta": False, "min_component_px": 0}
     val_images, val_masks = data.subset("val")
     candidates = {False: probs_of(val_images)}
     if cfg.tta:
         candidates[True] = flip_tta_probs(probs_of, val_images, candidates[False])
-    return tune_postprocessing(candidates, val_masks, cfg.min_component_px)
+    return tune_postprocessing(candidates, val_masks, cfg.min_component_px, box_labels)
 
 
 def _score_reference(params: Params, reference_dir: Path, test_rows: pd.DataFrame, probs: np.ndarray,

@@ -8,6 +8,8 @@
 - Box agreement, fair to box labels (the Kaggle dataset's): the bounding box of the whole predicted
   mask against that of the whole truth, as Dice and IoU of the two rectangles, and a localisation
   hit when the predicted box's centre lies inside the truth's box.
+- Component boxes: a mask as box labels would draw it (each tumor's bounding box, filled), so that a
+  model trained on boxes can be scored, selected and tuned against boxes without ever seeing an outline.
 """
 
 from __future__ import annotations
@@ -68,3 +70,17 @@ def box_agreement(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, fl
     cx, cy = (p[0] + p[2]) / 2, (p[1] + p[3]) / 2
     hit = float(t[0] <= cx <= t[2] and t[1] <= cy <= t[3])
     return dice, iou, hit
+
+
+def component_boxes(masks: np.ndarray) -> np.ndarray:
+    """uint8 {0, 1} masks (H x W, or N x H x W) with each 8-connected component replaced by its filled
+    bounding box: what a box annotator would have drawn for the same tumors."""
+    if masks.ndim == 3:
+        return np.stack([component_boxes(m) for m in masks]) if len(masks) else masks.astype(np.uint8)
+    boxes = np.zeros(masks.shape, np.uint8)
+    if not masks.any():
+        return boxes
+    _, _, stats, _ = cv2.connectedComponentsWithStats(masks.astype(np.uint8), connectivity=8)
+    for x, y, w, h, _ in stats[1:]:
+        boxes[y:y + h, x:x + w] = 1
+    return boxes

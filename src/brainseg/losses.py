@@ -36,7 +36,8 @@ class SegmentationLoss(torch.nn.Module):
         self.dice_weight, self.bce_weight = dice_weight, bce_weight
         self.focal_weight, self.focal_gamma = focal_weight, focal_gamma
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """`images` (unused here) keeps one call signature with BoxSupervisionLoss."""
         # Losses are computed in float32 even under mixed precision: sums over 10^5 pixels and
         # log-probabilities near 0 or 1 lose too much in 16 bits.
         logits = logits.float()
@@ -82,8 +83,9 @@ def _neighbour_offsets(dilation: int) -> list[tuple[int, int]]:
 def pairwise_loss(logits: torch.Tensor, boxes: torch.Tensor, images: torch.Tensor, sigma: float = 0.02,
                   min_similarity: float = 0.3, dilation: int = 2) -> torch.Tensor:
     """BoxInst's pairwise term on MRI intensity: neighbouring pixels of similar intensity (similarity
-    exp(-|dI| / sigma) >= min_similarity) inside a box should share a label; the loss is
-    -log P(same label) averaged over those pairs. It lets the outline follow intensity edges."""
+    exp(-|dI| / sigma) >= min_similarity), at least one of them inside a box, should share a label;
+    the loss is -log P(same label) averaged over those pairs. Pairs across a box's edge carry the
+    background (certain outside the box) inward until an intensity edge: the outline follows edges."""
     log_p, log_not_p = F.logsigmoid(logits.float()), F.logsigmoid(-logits.float())
     total, pairs = logits.new_zeros((), dtype=torch.float32), logits.new_zeros((), dtype=torch.float32)
     height, width = logits.shape[-2:]
@@ -92,10 +94,26 @@ def pairwise_loss(logits: torch.Tensor, boxes: torch.Tensor, images: torch.Tenso
         ya, yb = slice(0, height - dy), slice(dy, height)
         xa, xb = (slice(0, width - dx), slice(dx, width)) if dx >= 0 else (slice(-dx, width), slice(0, width + dx))
         similar = torch.exp(-(images[..., ya, xa] - images[..., yb, xb]).abs() / sigma) >= min_similarity
-        in_box = (boxes[..., ya, xa] > 0) & (boxes[..., yb, xb] > 0)
+        in_box = (boxes[..., ya, xa] > 0) | (boxes[..., yb, xb] > 0)
         weight = (similar & in_box).float()
         log_same = torch.logaddexp(log_p[..., ya, xa] + log_p[..., yb, xb],  # both tumor, or
                                    log_not_p[..., ya, xa] + log_not_p[..., yb, xb])  # both background
         total = total - (log_same * weight).sum()
         pairs = pairs + weight.sum()
     return total / pairs.clamp(min=1.0)
+
+
+class BoxSupervisionLoss(torch.nn.Module):
+    """train.labels: box. The target is the union of each slice's filled boxes; only what boxes say
+    for certain is enforced: background outside them, a mask that spans each box (tightness), and
+    labels that follow intensity inside them (pairwise). `images` are the model inputs in [0, 1]."""
+
+    def __init__(self, outside: float, projection: float, pairwise: float):
+        super().__init__()
+        self.outside, self.projection, self.pairwise = outside, projection, pairwise
+
+    def forward(self, logits: torch.Tensor, boxes: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        loss = self.outside * outside_box_loss(logits, boxes) + self.projection * projection_loss(logits, boxes)
+        if self.pairwise:
+            loss = loss + self.pairwise * pairwise_loss(logits, boxes, images.float())
+        return loss

@@ -17,13 +17,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import brainseg.data.dataset
+import brainseg.lesions
 import brainseg.losses
 import brainseg.model
 import brainseg.optim
 from brainseg import distributed, training_state
 from brainseg.config import Params, TrainConfig
 from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
-from brainseg.losses import SegmentationLoss
+from brainseg.lesions import component_boxes
+from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
 from brainseg.metrics import dice_scores
 from brainseg.model import initial_model, model_batches, save_checkpoint, to_model_input
 from brainseg.optim import LRSchedule, build_optimizer
@@ -71,11 +73,20 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return _AMP_DTYPES[mode]
 
 
+def build_criterion(cfg: TrainConfig) -> torch.nn.Module:
+    """The training loss for the kind of labels: masks, or boxes (train.labels)."""
+    if cfg.labels == "box":
+        return BoxSupervisionLoss(cfg.box.outside, cfg.box.projection, cfg.box.pairwise)
+    return SegmentationLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
+
+
 @torch.no_grad()
 def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, device: torch.device,
-                    batch_size: int = 32) -> tuple[float, float, int]:
+                    batch_size: int = 32, box_labels: bool = False) -> tuple[float, float, int]:
     """(sum of per-slice losses, sum of per-image Dice at threshold 0.5, slices): summable across processes.
 
+    With `box_labels` the Dice is that of the prediction's component boxes against the label boxes:
+    what boxes can score honestly (an outline inside its box has pixel Dice well below 1 against it).
     In float32 whatever train.amp is: the choice of the best epoch should not depend on bf16 rounding
     (and the recorded runs were selected this way).
     """
@@ -84,8 +95,11 @@ def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, dev
     for rows, x in model_batches(images, device, batch_size):
         y = torch.from_numpy(np.asarray(masks[rows], dtype=np.float32))[:, None].to(device)
         logits = model(x)
-        loss_sum += criterion(logits, y).item() * len(x)
-        pred, truth = (logits > 0).flatten(1), y.bool().flatten(1)
+        loss_sum += criterion(logits, y, x).item() * len(x)
+        pred = logits > 0
+        if box_labels:
+            pred = torch.from_numpy(component_boxes(pred[:, 0].cpu().numpy()))[:, None].to(device).bool()
+        pred, truth = pred.flatten(1), y.bool().flatten(1)
         tp = (pred & truth).sum(1).cpu().numpy()
         fp = (pred & ~truth).sum(1).cpu().numpy()
         fn = (~pred & truth).sum(1).cpu().numpy()
@@ -172,7 +186,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     torch.manual_seed(params.seed + ctx.rank)  # processes share weights, not their dropout draws
     optimizer = build_optimizer(net.parameters(), cfg)
     schedule = LRSchedule(optimizer, cfg, len(loader))
-    criterion = SegmentationLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
+    criterion = build_criterion(cfg)
     autocast_dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     resumable = {"model": net, "optimizer": optimizer, "schedule": schedule, "scaler": scaler}
@@ -180,7 +194,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     # A killed run with the same params, data and code continues where it stopped.
     fingerprint = training_state.fingerprint(
         params, _state_inputs(processed_dir, split_dir),
-        [brainseg.train, brainseg.model, brainseg.losses, brainseg.optim, brainseg.data.dataset])
+        [brainseg.train, brainseg.model, brainseg.losses, brainseg.lesions, brainseg.optim, brainseg.data.dataset])
     progress = _resume(state_path, fingerprint, resumable, cfg, ctx)
 
     started, start_epoch = time.perf_counter(), progress.epoch
@@ -195,7 +209,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
             train_loss = _train_epoch(model, loader, optimizer, schedule, criterion, scaler, autocast_dtype,
                                       cfg, ctx, progress.epoch, params.seed, memory_format)
             distributed.broadcast_buffers(ctx, net)
-            sums = validation_sums(net, criterion, val_images, val_masks, device)
+            sums = validation_sums(net, criterion, val_images, val_masks, device, box_labels=cfg.labels == "box")
             loss_sum, dice_sum, count = distributed.sum_across(ctx, list(sums))
             schedule.epoch_end(dice_sum / count)
             entry = {"train/loss": train_loss, "val/loss": loss_sum / count, "val/dice": dice_sum / count,
@@ -270,7 +284,7 @@ def _train_epoch(model, loader: DataLoader, optimizer, schedule: LRSchedule, cri
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(ctx.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(images)
-        loss = criterion(logits, masks)
+        loss = criterion(logits, masks, images)
         scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             scaler.unscale_(optimizer)

@@ -1,0 +1,131 @@
+"""train.labels: box — scoring masks as boxes, choosing epochs and post-processing on boxes only, and
+the whole pipeline learning outlines from boxes on the phantom, whose true outlines are known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from brainseg.config import TrainConfig
+from brainseg.evaluate import tune_postprocessing
+from brainseg.lesions import component_boxes
+from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
+from brainseg.train import build_criterion, validation_sums
+from tiny_repo import boxes_instead_of_outlines, copy_repo, run
+
+
+def _disc(size: int, cy: int, cx: int, r: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
+
+
+def test_component_boxes_fill_each_tumor_s_own_box():
+    mask = np.zeros((20, 30), np.uint8)
+    mask[2:5, 3:9] = 1
+    mask[4, 9] = 1  # 8-connected to the first: the box grows to include it
+    mask[12:18, 20:22] = 1
+    mask[13, 21] = 0  # a hole: boxes are filled
+    boxes = component_boxes(mask)
+    expected = np.zeros_like(mask)
+    expected[2:5, 3:10] = 1
+    expected[12:18, 20:22] = 1
+    assert (boxes == expected).all()
+    assert not component_boxes(np.zeros((4, 4), np.uint8)).any()
+    batch = component_boxes(np.stack([mask, np.zeros_like(mask)]))
+    assert batch.shape == (2, 20, 30) and (batch[0] == expected).all() and not batch[1].any()
+
+
+def test_tuning_on_boxes_picks_the_threshold_at_which_the_tumor_spans_its_box():
+    """Probabilities falling off from a tumor's centre: pixel Dice against the box prefers the low
+    threshold that paints most of the box; scored as boxes, the tightest threshold whose mask still
+    spans the box wins, which is the one where the mask is the disc inscribed in it."""
+    size, r = 48, 10
+    box = np.zeros((size, size), np.uint8)
+    box[24 - r:24 + r + 1, 24 - r:24 + r + 1] = 1
+    yy, xx = np.mgrid[:size, :size]
+    distance = np.sqrt((yy - 24) ** 2 + (xx - 24) ** 2)
+    probs = np.clip(1 - distance / (2 * r), 0, 1).astype(np.float32)[None]  # 0.5 at the rim of the inscribed disc
+    as_masks = tune_postprocessing({False: probs}, box[None], (0,))
+    as_boxes = tune_postprocessing({False: probs}, box[None], (0,), box_labels=True)
+    assert as_boxes["val_dice_mean"] == pytest.approx(1.0)
+    assert as_boxes["threshold"] > as_masks["threshold"]
+    inscribed = (probs[0] >= as_boxes["threshold"]).astype(np.uint8)
+    assert (component_boxes(inscribed) == box).all()
+    assert (inscribed & ~box.astype(bool)).sum() == 0 and inscribed.sum() < 0.85 * box.sum()
+
+
+def test_criterion_follows_train_labels():
+    assert isinstance(build_criterion(TrainConfig()), SegmentationLoss)
+    criterion = build_criterion(TrainConfig(labels="box"))
+    assert isinstance(criterion, BoxSupervisionLoss)
+    # The disc inscribed in its box, on an image where the disc is bright: pairwise and projection
+    # terms are near zero, so the loss is far below that of the filled box (which the pairwise term
+    # and nothing else penalises: it cuts through the similar dark pixels at the box's corners).
+    disc = torch.from_numpy(_disc(32, 16, 16, 8)).float()[None, None]
+    box = torch.zeros_like(disc)
+    box[..., 8:25, 8:25] = 1
+    image = 0.2 + 0.6 * disc
+    loss_disc = criterion(30 * (2 * disc - 1), box, image).item()
+    loss_box = criterion(30 * (2 * box - 1), box, image).item()
+    assert loss_disc < 0.05 < loss_box
+
+
+class _Fixed(torch.nn.Module):
+    """A 'model' that returns given logits whatever its input."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits[: len(x)]
+
+
+def test_validation_scores_box_labels_as_boxes():
+    """The disc inscribed in its box scores box Dice 1 with box labels, and its pixel Dice otherwise."""
+    disc = _disc(32, 16, 16, 8)
+    box = component_boxes(disc)
+    logits = torch.from_numpy(30 * (2 * disc.astype(np.float32) - 1))[None, None]
+    images, masks = np.zeros((1, 32, 32), np.uint8), box[None]
+    criterion = SegmentationLoss(1.0, 1.0)
+    _, as_boxes, _ = validation_sums(_Fixed(logits), criterion, images, masks, torch.device("cpu"), box_labels=True)
+    _, as_pixels, n = validation_sums(_Fixed(logits), criterion, images, masks, torch.device("cpu"))
+    assert n == 1 and as_boxes == pytest.approx(1.0)
+    assert as_pixels == pytest.approx(2 * disc.sum() / (disc.sum() + box.sum()), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_box_mode_learns_the_phantom_outlines_from_its_boxes(pipeline_repo, tmp_path):
+    """The phantom relabelled with boxes, trained twice: as masks (boxes painted) and in box mode;
+    both scored against the phantom's true outlines as the reference set. Box mode draws outlines."""
+    repo = copy_repo(pipeline_repo, tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["phantom"].update(train=96, valid=24, test=24)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro", "download"], repo)
+    outlines = boxes_instead_of_outlines(repo / "data/raw", tmp_path / "outlines")  # a copy ...
+    for coco in (repo / "data/raw").glob("*/_annotations.coco.json"):  # ... and the truth back in it
+        (outlines / coco.parent.name / coco.name).write_bytes(coco.read_bytes())
+    boxes = boxes_instead_of_outlines(repo / "data/raw", tmp_path / "boxes")
+
+    params["data"].update(source="local", local_path=str(boxes))
+    params["reference"].update(source="local", local_path=str(outlines))
+    params["train"].update(epochs=12, warmup_epochs=1, patience=12)
+    params["train"]["augment"]["rotate_deg"] = 0.0  # rotated boxes are no longer tight
+    scores = {}
+    for labels in ("mask", "box"):
+        params["train"]["labels"] = labels
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        out = run(["dvc", "repro", "evaluate"], repo).stdout
+        if labels == "mask":
+            assert "train.labels: box" in out  # the preprocess summary points to box mode
+        scores[labels] = json.loads((repo / "metrics/test.json").read_text())
+    painted, outlined = (scores[k]["reference"]["dice_mean"] for k in ("mask", "box"))
+    # Box painting scores what the boxes themselves score against the outlines; box mode more.
+    assert outlined > painted + 0.05, scores
+    # Against the boxes it is the other way round: box mode does not paint boxes.
+    assert scores["box"]["dice_mean"] < scores["mask"]["dice_mean"]
