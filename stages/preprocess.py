@@ -7,6 +7,7 @@ from brainseg.cli import run
 from brainseg.config import load_params
 from brainseg.io import atomic_write_text
 from brainseg.data.preprocess import preprocess
+from brainseg.labels import labels_are_boxes
 
 
 def main() -> None:
@@ -20,6 +21,9 @@ def main() -> None:
     print(f"preprocess: {audit['images']} images at {params.preprocess.image_size}px{skipped}, "
           f"{audit['tumor_free_fraction']:.1%} tumor-free, {audit['rectangle_fraction']:.1%} of polygons are boxes, "
           f"{audit['groups_cross_split']} groups in more than one split")
+    if labels_are_boxes(audit) and params.train.labels == "mask":
+        print("preprocess: the labels are boxes, not tumor outlines; trained as masks the model learns to draw "
+              "boxes. Set train.labels: box to learn the tumor inside them (README: \"Labels that are boxes\")")
 
 
 if __name__ == "__main__":
