@@ -293,3 +293,7 @@ def test_compare_pairs_per_image_scores_of_two_runs_by_file(tmp_path, monkeypatc
         paired_comparison("no-such-run", "after-run")
     with pytest.raises(ConfigError, match="no column 'hd95'"):
         paired_comparison(commits["before"], "after-run", column="hd95")
+    # Several runs a side (seeds): each image's score is their mean.
+    pooled = paired_comparison(commits["before"], f"after-run,{commits['before']}")
+    assert pooled["difference"] == pytest.approx(result["difference"] / 2, abs=1e-9)
+    assert pooled["mean_b"] == pytest.approx((result["mean_a"] + result["mean_b"]) / 2, abs=1e-9)

@@ -172,23 +172,39 @@ def resolve_run(name: str) -> str:
     return matches[0]
 
 
+def _per_image(run_name: str, column: str) -> pd.Series:
+    """One run's per-image scores by file (plots/per_image.csv at its commit)."""
+    text = read_text_at(resolve_run(run_name), "plots/per_image.csv")
+    if text is None:
+        raise ConfigError(f"{run_name}: no plots/per_image.csv at that commit (not an evaluated run)")
+    table = pd.read_csv(io.StringIO(text))
+    if column not in table:
+        raise ConfigError(f"{run_name}: plots/per_image.csv has no column {column!r}")
+    return table.set_index("file")[column]
+
+
+def _same_images(a: pd.Series, b: pd.Series, name_a: str, name_b: str) -> None:
+    if set(a.index) != set(b.index):
+        raise ConfigError(f"{name_a} and {name_b} were tested on different images "
+                          f"({len(set(a.index) ^ set(b.index))} not in both); a paired comparison needs the same")
+
+
 def paired_comparison(run_a: str, run_b: str, column: str = "dice", seed: int = 0) -> dict:
     """Per-image scores of two runs on the same test images (plots/per_image.csv at each run's commit):
     the mean difference b - a with its paired bootstrap 95% interval, and the share of resamples in
-    which b is not better (a one-sided bootstrap p-value)."""
-    tables = {}
-    for run_name in (run_a, run_b):
-        text = read_text_at(resolve_run(run_name), "plots/per_image.csv")
-        if text is None:
-            raise ConfigError(f"{run_name}: no plots/per_image.csv at that commit (not an evaluated run)")
-        table = pd.read_csv(io.StringIO(text))
-        if column not in table:
-            raise ConfigError(f"{run_name}: plots/per_image.csv has no column {column!r}")
-        tables[run_name] = table.set_index("file")[column]
-    a, b = tables[run_a], tables[run_b]
-    if set(a.index) != set(b.index):
-        raise ConfigError(f"{run_a} and {run_b} were tested on different images "
-                          f"({len(set(a.index) ^ set(b.index))} not in both); a paired comparison needs the same")
+    which b is not better (a one-sided bootstrap p-value).
+
+    Either side may name several runs separated by commas (e.g. the seeds of one recipe): each image's
+    score is then their mean, which averages out much of the training noise a single pair carries."""
+    sides = []
+    for side in (run_a, run_b):
+        names = [name for name in side.split(",") if name]
+        scores = [_per_image(name, column) for name in names]
+        for name, other in zip(names[1:], scores[1:]):
+            _same_images(scores[0], other, names[0], name)
+        sides.append(sum(score.loc[scores[0].index] for score in scores) / len(scores))
+    a, b = sides
+    _same_images(a, b, run_a, run_b)
     difference = (b - a.loc[b.index]).to_numpy()
     means = bootstrap_means(difference, seed)
     return {"images": len(difference), "column": column, "mean_a": float(a.mean()), "mean_b": float(b.mean()),
@@ -307,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="validate and print the dvc command only")
     parser.add_argument("--summarize", type=Path, metavar="FILE", help="print a Markdown table of the runs in FILE")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
-                        help="paired bootstrap of per-image test scores of two runs (experiment names or commits)")
+                        help="paired bootstrap of per-image test scores of two runs (experiment names or commits; "
+                             "A1,A2 averages each image over several runs, e.g. seeds)")
     parser.add_argument("--column", default="dice",
                         help="with --compare: the plots/per_image.csv column (default dice; ref_dice: vs reference)")
     argv = sys.argv[1:] if argv is None else argv
