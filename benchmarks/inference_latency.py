@@ -25,7 +25,7 @@ from brainseg.data.phantom import render_slice
 from brainseg.export import ProbabilityNet
 from brainseg.model import load_checkpoint
 from brainseg.inference import mask_at_size, merge_flipped
-from brainseg.predict import OVERLAY_FORMATS, Predictor, _write_image, overlay, predict, read_gray
+from brainseg.predict import OVERLAY_FORMATS, Predictor, overlay, predict, read_gray, write_image
 
 
 def per_call_ms(fn, repeats: int) -> float:
@@ -60,7 +60,7 @@ def step_breakdown(files: list[Path], predictor: Predictor, batch: int, out: Pat
             probs = timed("TTA merge", merge_flipped, plain, mirrored)
         for i, (gray, prob) in enumerate(zip(grays, probs)):
             mask = timed("mask at full size", mask_at_size, prob, gray.shape, predictor.post)
-            timed("mask encode + write", _write_image, out / f"{i}_mask.png", mask * np.uint8(255),
+            timed("mask encode + write", write_image, out / f"{i}_mask.png", mask * np.uint8(255),
                   [cv2.IMWRITE_PNG_BILEVEL, 1])
             drawn = timed("overlay draw", overlay, gray, mask)
             timed("overlay encode png", cv2.imencode, ".png", drawn)

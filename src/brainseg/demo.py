@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from brainseg.inference import PostProcess, mask_at_size
-from brainseg.predict import DICOM_SUFFIXES, InputError, Predictor, UsageError, overlay, read_gray
+from brainseg.predict import DICOM_SUFFIXES, InputError, Predictor, UsageError, overlay, read_gray, write_image
 
 NOTICE = ("**Research use only, not for diagnosis.** This model has not been validated for clinical use; "
           "its masks must not inform any decision about a patient.")
@@ -66,7 +66,10 @@ def segment_upload(predictor: Predictor, path: Path, threshold: float, out_dir: 
     post = PostProcess(threshold=threshold, tta=predictor.post.tta, min_component_px=predictor.post.min_component_px)
     mask = mask_at_size(prob, gray.shape, post)
     mask_file = out_dir / f"{stem or Path(name).stem}_mask.png"
-    cv2.imwrite(str(mask_file), mask * np.uint8(255))
+    try:  # as brainseg-predict writes it: a 1-bit PNG, renamed into place
+        write_image(mask_file, mask * np.uint8(255), [cv2.IMWRITE_PNG_BILEVEL, 1])
+    except OSError as err:
+        return Segmented([name, "error", None, None, f"cannot write the mask: {err}"])
     tumor = int(mask.sum())
     area = pixel_area_mm2(path)
     row = [name, "ok", tumor, round(tumor * area, 1) if area is not None else None, ""]

@@ -147,7 +147,7 @@ def collect_inputs(inputs: list[str], out_dir: Path | None = None) -> tuple[list
     return items, missing, skipped
 
 
-def _write_image(path: Path, image: np.ndarray, options: list[int] | None = None) -> None:
+def write_image(path: Path, image: np.ndarray, options: list[int] | None = None) -> None:
     ok, encoded = cv2.imencode(path.suffix, image, options or [])
     if not ok:
         raise OSError(f"could not encode {path.name}")
@@ -231,9 +231,9 @@ def _segment(predictor: Predictor, item: Item, gray: np.ndarray, prob: np.ndarra
     mask = mask_at_size(prob, (height, width), predictor.post)
     try:
         # 1-bit PNG: a third of the encoding time of 8-bit, and it still reads back as 0/255.
-        _write_image(out_dir / f"{item.stem}_mask.png", mask * np.uint8(255), [cv2.IMWRITE_PNG_BILEVEL, 1])
+        write_image(out_dir / f"{item.stem}_mask.png", mask * np.uint8(255), [cv2.IMWRITE_PNG_BILEVEL, 1])
         if overlay_format != "none":
-            _write_image(out_dir / f"{item.stem}_overlay.{overlay_format}", overlay(gray, mask),
+            write_image(out_dir / f"{item.stem}_overlay.{overlay_format}", overlay(gray, mask),
                          [cv2.IMWRITE_JPEG_QUALITY, 90] if overlay_format == "jpg" else [])
     except OSError as e:
         return _fail(item.path, f"cannot write outputs: {e}")
