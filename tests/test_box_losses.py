@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainseg.losses import outside_box_loss, pairwise_loss, projection_loss
+from brainseg.losses import central_spans, outside_box_loss, pairwise_loss, projection_loss
 
 SURE = 30.0  # a logit far enough from 0 that the sigmoid is 0 or 1 to float precision
 
@@ -59,6 +59,29 @@ def test_a_pixel_outside_the_box_is_always_penalised_when_predicted():
         assert outside_box_loss(_logits(stray), box).item() > base
     # What happens inside the box is not this loss's business.
     assert outside_box_loss(_logits(_box()[0, 0].numpy().astype(np.uint8)), box).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_central_spans_leave_each_box_s_margins_out():
+    profiles = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0]], dtype=torch.float32)
+    target, care = central_spans(profiles, 0.5)
+    assert target.tolist() == [[0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0]]
+    assert care.tolist() == [[1, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, 1]]
+    target, care = central_spans(profiles, 1.0)
+    assert torch.equal(target, profiles) and bool(care.all())
+
+
+def test_a_loose_box_s_tumor_need_only_span_its_centre():
+    """A tumor reaching 60% of its box's width and height, centred: the tight prior (span 1) wants it
+    to reach the box's sides, span 0.5 does not; leaving the box or missing the centre still costs."""
+    box = _box(size=48, top=8, left=8, height=30, width=30)
+    tumor = _inscribed_ellipse(size=48, top=14, left=14, height=18, width=18)
+    assert projection_loss(_logits(tumor), box).item() > 0.3
+    assert projection_loss(_logits(tumor), box, span=0.5).item() == pytest.approx(0.0, abs=1e-6)
+    beyond = tumor.copy()
+    beyond[20:24, 36:44] = 1  # reaches past the box's right side
+    off_centre = _inscribed_ellipse(size=48, top=8, left=8, height=10, width=10)  # a corner, not the centre
+    assert projection_loss(_logits(beyond), box, span=0.5).item() > 0.05
+    assert projection_loss(_logits(off_centre), box, span=0.5).item() > 0.3
 
 
 def test_pairwise_loss_wants_labels_to_change_only_at_intensity_edges():

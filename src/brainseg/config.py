@@ -244,10 +244,12 @@ class BoxLossConfig:
     outside: float = 1.0  # background everywhere outside the boxes (exact there)
     projection: float = 1.0  # tightness: the mask touches every side of its box and nothing beyond
     pairwise: float = 1.0  # neighbours of similar intensity inside a box share a label
+    span: float = 1.0  # centred share of each box side the mask must span: 1 = tight boxes, less for loose ones
 
     def __post_init__(self) -> None:
         for f in fields(self):
             _require(getattr(self, f.name) >= 0, f"{self.KEY}.{f.name}", "must not be negative")
+        _require(0 < self.span <= 1, f"{self.KEY}.span", f"is a share of the box side and must lie in (0, 1], got {self.span}")
         _require(self.outside + self.projection > 0, f"{self.KEY}.outside/projection",
                  "must not both be 0: the pairwise term alone is satisfied by an empty mask")
 

@@ -3,6 +3,7 @@ box-supervision terms (outside-box, projection, pairwise) for labels that are on
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,14 +63,39 @@ def outside_box_loss(logits: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return ((per_pixel * outside).flatten(1).sum(1) / outside.flatten(1).sum(1).clamp(min=1.0)).mean()
 
 
-def projection_loss(logits: torch.Tensor, boxes: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+def central_spans(profiles: torch.Tensor, span: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For 0/1 box profiles N x L (which columns, or rows, a slice's boxes cover): (target, care).
+
+    Within each run of 1s (one box's extent) the central `span` share is target 1; the margins on
+    either side are left out (care 0): a tumor in a loose box spans its centre but need not reach
+    its edges. Everything outside the runs keeps target 0 and care 1. span 1 is the tight box."""
+    target, care = profiles.clone(), torch.ones_like(profiles)
+    if span >= 1.0:
+        return target, care
+    rows = profiles.detach().cpu().numpy() > 0
+    for n, row in enumerate(rows):
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+        for start, end in zip(edges[::2], edges[1::2]):
+            margin = int((end - start) * (1.0 - span) / 2)
+            if margin:
+                target[n, start:start + margin] = target[n, end - margin:end] = 0
+                care[n, start:start + margin] = care[n, end - margin:end] = 0
+    return target, care
+
+
+def projection_loss(logits: torch.Tensor, boxes: torch.Tensor, eps: float = 1.0, span: float = 1.0) -> torch.Tensor:
     """The box tightness prior (Hsu et al. 2019; BoxInst's projection term, Tian et al. 2021): the
     prediction's maximum along each column and each row must match the box's, i.e. the tumor
-    touches every side of its box and nothing lies beyond. 1D soft Dice per image and axis."""
+    touches every side of its box and nothing lies beyond. 1D soft Dice per image and axis.
+
+    With `span` < 1 only the central share of each box side must be spanned, for loose boxes
+    (`central_spans`); beyond the box the prediction must still be empty."""
     probs = torch.sigmoid(logits.float())
     loss = logits.new_zeros((), dtype=torch.float32)
     for axis in (2, 3):  # max over rows -> one value per column; over columns -> one per row
         pred, box = probs.amax(dim=axis).flatten(1), boxes.float().amax(dim=axis).flatten(1)
+        box, care = central_spans(box, span)
+        pred = pred * care
         dice = (2 * (pred * box).sum(1) + eps) / (pred.sum(1) + box.sum(1) + eps)
         loss = loss + (1 - dice).mean()
     return loss
@@ -108,12 +134,13 @@ class BoxSupervisionLoss(torch.nn.Module):
     for certain is enforced: background outside them, a mask that spans each box (tightness), and
     labels that follow intensity inside them (pairwise). `images` are the model inputs in [0, 1]."""
 
-    def __init__(self, outside: float, projection: float, pairwise: float):
+    def __init__(self, outside: float, projection: float, pairwise: float, span: float = 1.0):
         super().__init__()
-        self.outside, self.projection, self.pairwise = outside, projection, pairwise
+        self.outside, self.projection, self.pairwise, self.span = outside, projection, pairwise, span
 
     def forward(self, logits: torch.Tensor, boxes: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
-        loss = self.outside * outside_box_loss(logits, boxes) + self.projection * projection_loss(logits, boxes)
+        loss = (self.outside * outside_box_loss(logits, boxes)
+                + self.projection * projection_loss(logits, boxes, span=self.span))
         if self.pairwise:
             loss = loss + self.pairwise * pairwise_loss(logits, boxes, images.float())
         return loss

@@ -76,7 +76,7 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 def build_criterion(cfg: TrainConfig) -> torch.nn.Module:
     """The training loss for the kind of labels: masks, or boxes (train.labels)."""
     if cfg.labels == "box":
-        return BoxSupervisionLoss(cfg.box.outside, cfg.box.projection, cfg.box.pairwise)
+        return BoxSupervisionLoss(cfg.box.outside, cfg.box.projection, cfg.box.pairwise, cfg.box.span)
     return SegmentationLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
 
 
