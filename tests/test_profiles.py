@@ -88,7 +88,8 @@ def test_dry_run_prints_the_dvc_command(capsys, monkeypatch):
     main(["configs/kaggle-cpu.yaml", "--dry-run", "-n", "mine", "-S", "seed=7", "--", "--queue"])
     assert capsys.readouterr().out.split() == [
         "dvc", "exp", "run", "-n", "mine", "-S", "data.source=kaggle", "-S", "preprocess.image_size=128",
-        "-S", "train.epochs=30", "-S", "train.patience=10", "-S", "reference.source=kaggle",
+        "-S", "train.epochs=30", "-S", "train.patience=10", "-S", "train.amp=bf16", "-S", "train.channels_last=true",
+        "-S", "reference.source=kaggle",
         "-S", "reference.kaggle_dataset=nikhilroxtomar/brain-tumor-segmentation",
         "-S", "reference.mapping=configs/references/figshare-kaggle.csv", "-S", "seed=7", "--queue"]
 
