@@ -13,6 +13,7 @@ import yaml
 
 from brainseg.config import DataConfig, ReferenceConfig
 from brainseg.data.preprocess import sample_mask
+from brainseg.data.masks import inscribed_ellipses
 from brainseg.data.layout import read_layout
 from brainseg.data.reference import ReferenceError, pair_with_reference, read_mapping, reference_masks
 from brainseg.data.sources import download_reference
@@ -105,6 +106,14 @@ def test_box_against_its_own_outline_scores_exactly(tmp_path):
     assert scores["labels_vs_reference"]["dice_mean"] == pytest.approx(2 / 3, abs=1e-6)
     assert scores["labels_vs_reference"]["iou_mean"] == pytest.approx(0.5, abs=1e-6)
     assert table.dice[0] == 1.0 and scores["all"]["dice_mean"] == 1.0
+    assert "ellipses_vs_reference" not in scores
+
+    # Box labels: the ellipse inscribed in the box, 40 x 80 px, against the 40 x 40 outline at its left.
+    _, scores = score_against_reference(probs, [box], masks, 0.5, 0, box_labels=True)
+    ellipse = inscribed_ellipses(box).astype(bool)
+    expected = 2 * (ellipse & masks[0].astype(bool)).sum() / (ellipse.sum() + 1600)
+    assert scores["ellipses_vs_reference"]["dice_mean"] == pytest.approx(expected, abs=1e-6)
+    assert scores["labels_vs_reference"]["dice_mean"] == pytest.approx(2 / 3, abs=1e-6)
 
 
 @pytest.mark.slow
@@ -167,5 +176,7 @@ def test_kaggle_boxes_score_about_055_against_the_expert_outlines(tmp_path):
     names, outlines = reference_masks(tmp_path / "outlines", rows, ROOT / "configs/references/figshare-kaggle.csv")
     assert len(set(names)) == 215
     truths = [sample_mask(s, s.height, s.width) for s in boxes]
-    _, scores = score_against_reference(np.zeros((215, 8, 8), np.float32), truths, outlines, 0.5, 0)
+    _, scores = score_against_reference(np.zeros((215, 8, 8), np.float32), truths, outlines, 0.5, 0, box_labels=True)
     assert scores["labels_vs_reference"]["dice_mean"] == pytest.approx(0.546, abs=0.006)
+    # The ellipses inscribed in the boxes (train.labels: ellipse) are closer to the outlines.
+    assert scores["ellipses_vs_reference"]["dice_mean"] == pytest.approx(0.639, abs=0.002)

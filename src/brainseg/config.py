@@ -25,7 +25,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "poly", "onecycle", "plateau", "none")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")
-LABEL_KINDS = ("mask", "box")
+LABEL_KINDS = ("mask", "box", "ellipse")
 RESUME_MODES = ("auto", "never")
 BAD_IMAGE_POLICIES = ("error", "skip")
 AUGMENT_PROBABILITIES = ("hflip", "affine", "elastic", "brightness_contrast", "gamma", "noise", "blur")
@@ -286,10 +286,16 @@ class TrainConfig:
     patch_size: int = 0  # 0 = the whole slice
     foreground_patches: float = 0.33  # share of patches placed to contain tumor (others uniform)
     # What the labels are: masks (outlines) trained with soft Dice + BCE, or boxes trained with
-    # losses that hold exactly for boxes (`box`), so that the model learns the tumor, not its box.
+    # losses that hold exactly for boxes (`box`) or with Dice + BCE towards the ellipse inscribed in
+    # each box (`ellipse`), so that the model learns the tumor, not its box.
     labels: str = "mask"
     box: BoxLossConfig = field(default_factory=BoxLossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @property
+    def box_labels(self) -> bool:
+        """The labels are boxes: epochs and post-processing are chosen by scoring masks as boxes."""
+        return self.labels != "mask"
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "must be at least 1")
@@ -339,7 +345,9 @@ class EvaluateConfig:
 class ExportConfig:
     KEY: ClassVar[str] = "export"
     opset: int = 18
-    tolerance: float = 1e-4
+    # Max |probability difference| of ONNX Runtime and TorchScript against PyTorch. 1e-3: at 192 px
+    # their kernels differ by up to ~3e-4 on trained models (no mask changes); a broken export differs by far more.
+    tolerance: float = 1e-3
 
     def __post_init__(self) -> None:
         import onnx  # here, not at the top: 0.2 s that only this check needs

@@ -14,6 +14,7 @@ import torch
 from brainseg.config import EvaluateConfig, Params
 from brainseg.io import atomic_write_text
 from brainseg.data.preprocess import original_masks
+from brainseg.data.masks import inscribed_ellipses
 from brainseg.data.dataset import ProcessedData
 from brainseg.data.reference import reference_masks
 from brainseg.lesions import box_agreement, component_boxes, hausdorff95, tumors_found
@@ -148,13 +149,19 @@ def _overlay_panels(images, truths, preds, table: pd.DataFrame, files: list[str]
 
 
 def score_against_reference(probs: np.ndarray, truths: list[np.ndarray], reference: list[np.ndarray],
-                            threshold: float, min_pixels: int) -> tuple[pd.DataFrame, dict]:
+                            threshold: float, min_pixels: int, box_labels: bool = False) -> tuple[pd.DataFrame, dict]:
     """Per-image table and summary of the predictions against a second truth, and how far the
-    labels themselves are from it (for box labels against outlines: the perfect-box bound)."""
+    labels themselves are from it (for box labels against outlines: the perfect-box bound; with
+    `box_labels` also the ellipses inscribed in the boxes, the target of train.labels: ellipse)."""
     table = original_size_table(probs, reference, threshold, min_pixels)
-    labels = original_size_table([t.astype(np.float32) for t in truths], reference, 0.5, 0)
-    return table, {"all": _rounded(summarize_original_size(table)),
-                   "labels_vs_reference": _rounded(summarize_original_size(labels))}
+    scores = {"all": _rounded(summarize_original_size(table))}
+    bounds = {"labels": truths}
+    if box_labels:
+        bounds["ellipses"] = [inscribed_ellipses(t) for t in truths]
+    for name, masks in bounds.items():
+        bound = original_size_table([m.astype(np.float32) for m in masks], reference, 0.5, 0)
+        scores[f"{name}_vs_reference"] = _rounded(summarize_original_size(bound))
+    return table, scores
 
 
 def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path, model_path: Path, live_dir: Path,
@@ -175,7 +182,7 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     probs_of = functools.partial(predict_probs, model, device=CPU)
 
     # 1. Post-processing (threshold, flip TTA, smallest component) is chosen on validation only.
-    chosen = choose_postprocessing(probs_of, data, cfg, box_labels=params.train.labels == "box")
+    chosen = choose_postprocessing(probs_of, data, cfg, box_labels=params.train.box_labels)
     atomic_write_text(postprocess_path, json.dumps(chosen, indent=2) + "\n")
     # 2. Test predictions, scored per image against the labels at each image's original size.
     plain_probs = probs_of(test_images)
@@ -203,8 +210,10 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
           f"{metrics['dice_global']:.4f} (global); baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, "
           f"untrained {b['untrained']['dice_mean']:.4f}, empty {b['empty']['dice_mean']:.4f} -> {metrics_path}")
     if reference is not None:
+        ellipses = reference.get("ellipses_vs_reference")
         print(f"against the reference set: dice {reference['all']['dice_mean']:.4f} (per-image mean); "
-              f"the labels themselves {reference['labels_vs_reference']['dice_mean']:.4f}")
+              f"the labels themselves {reference['labels_vs_reference']['dice_mean']:.4f}"
+              + (f", the ellipses inscribed in them {ellipses['dice_mean']:.4f}" if ellipses else ""))
     return metrics
 
 
@@ -228,7 +237,7 @@ def _score_reference(params: Params, reference_dir: Path, test_rows: pd.DataFram
     mapping = Path(params.reference.mapping) if params.reference.mapping else None
     ref_files, ref_truths = reference_masks(reference_dir, test_rows, mapping)
     ref_table, reference = score_against_reference(probs, truths, ref_truths, chosen["threshold"],
-                                                   chosen["min_component_px"])
+                                                   chosen["min_component_px"], params.train.box_labels)
     table["ref_file"] = ref_files
     for column in ("dice", "iou", "hd95_px"):
         table[f"ref_{column}"] = ref_table[column].to_numpy()

@@ -25,7 +25,7 @@ from brainseg import distributed, training_state
 from brainseg.config import Params, TrainConfig
 from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
 from brainseg.lesions import component_boxes
-from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
+from brainseg.losses import BoxSupervisionLoss, InscribedEllipseLoss, SegmentationLoss
 from brainseg.metrics import dice_scores
 from brainseg.model import initial_model, model_batches, save_checkpoint, to_model_input
 from brainseg.optim import LRSchedule, build_optimizer
@@ -77,6 +77,8 @@ def build_criterion(cfg: TrainConfig) -> torch.nn.Module:
     """The training loss for the kind of labels: masks, or boxes (train.labels)."""
     if cfg.labels == "box":
         return BoxSupervisionLoss(cfg.box.outside, cfg.box.projection, cfg.box.pairwise, cfg.box.span)
+    if cfg.labels == "ellipse":
+        return InscribedEllipseLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
     return SegmentationLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
 
 
@@ -209,7 +211,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
             train_loss = _train_epoch(model, loader, optimizer, schedule, criterion, scaler, autocast_dtype,
                                       cfg, ctx, progress.epoch, params.seed, memory_format)
             distributed.broadcast_buffers(ctx, net)
-            sums = validation_sums(net, criterion, val_images, val_masks, device, box_labels=cfg.labels == "box")
+            sums = validation_sums(net, criterion, val_images, val_masks, device, box_labels=cfg.box_labels)
             loss_sum, dice_sum, count = distributed.sum_across(ctx, list(sums))
             schedule.epoch_end(dice_sum / count)
             entry = {"train/loss": train_loss, "val/loss": loss_sum / count, "val/dice": dice_sum / count,
