@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import brainseg.data.dataset
+import brainseg.data.masks
 import brainseg.lesions
 import brainseg.losses
 import brainseg.model
@@ -196,7 +197,8 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     # A killed run with the same params, data and code continues where it stopped.
     fingerprint = training_state.fingerprint(
         params, _state_inputs(processed_dir, split_dir),
-        [brainseg.train, brainseg.model, brainseg.losses, brainseg.lesions, brainseg.optim, brainseg.data.dataset])
+        [brainseg.train, brainseg.model, brainseg.losses, brainseg.lesions, brainseg.optim, brainseg.data.dataset,
+         brainseg.data.masks])
     progress = _resume(state_path, fingerprint, resumable, cfg, ctx)
 
     started, start_epoch = time.perf_counter(), progress.epoch
