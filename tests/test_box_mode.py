@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from brainseg.config import TrainConfig
-from brainseg.evaluate import tune_postprocessing
+from brainseg.config import BoxLossConfig, EvaluateConfig, TrainConfig
+from brainseg.evaluate import choose_postprocessing, tune_postprocessing
 from brainseg.lesions import component_boxes
 from brainseg.losses import BoxSupervisionLoss, InscribedEllipseLoss, SegmentationLoss
 from brainseg.train import build_criterion, validation_sums
@@ -38,6 +38,38 @@ def test_component_boxes_fill_each_tumor_s_own_box():
     assert not component_boxes(np.zeros((4, 4), np.uint8)).any()
     batch = component_boxes(np.stack([mask, np.zeros_like(mask)]))
     assert batch.shape == (2, 20, 30) and (batch[0] == expected).all() and not batch[1].any()
+
+
+def test_component_boxes_keep_the_central_span_of_loose_boxes():
+    mask = np.zeros((40, 40), np.uint8)
+    mask[4:24, 10:18] = 1  # 20 rows x 8 columns
+    half = component_boxes(mask, span=0.5)
+    expected = np.zeros_like(mask)
+    expected[9:19, 12:16] = 1  # margins int(20 * 0.25) = 5 and int(8 * 0.25) = 2 at each end
+    assert (half == expected).all()
+    assert (component_boxes(mask, span=1.0) == mask).all()
+
+
+def test_tuning_on_loose_boxes_picks_the_mask_that_spans_their_centre():
+    """Probabilities falling off from the centre of a 21 x 21 box: scored against the central half of
+    the box (11 x 11), the chosen mask is the disc inscribed in that half, not in the whole box."""
+    size, r = 48, 10
+    box = np.zeros((size, size), np.uint8)
+    box[24 - r:24 + r + 1, 24 - r:24 + r + 1] = 1
+    yy, xx = np.mgrid[:size, :size]
+    # No pixel's probability equals a swept threshold: 0.762 at 5 px from the centre, 0.714 at 6.
+    probs = np.clip(1 - np.sqrt((yy - 24) ** 2 + (xx - 24) ** 2) / 21, 0, 1).astype(np.float32)[None]
+
+    class OneSlice:
+        def subset(self, name):
+            return np.zeros((1, size, size), np.uint8), box[None]
+
+    cfg = EvaluateConfig(tta=False, min_component_px=[0])
+    tight = choose_postprocessing(lambda images: probs, OneSlice(), cfg, box_labels=True)
+    loose = choose_postprocessing(lambda images: probs, OneSlice(), cfg, box_labels=True, box_span=0.5)
+    assert loose["val_dice_mean"] == pytest.approx(1.0) and loose["threshold"] > tight["threshold"]
+    chosen = (probs[0] >= loose["threshold"]).astype(np.uint8)
+    assert (component_boxes(chosen) == component_boxes(box, span=0.5)).all()
 
 
 def test_tuning_on_boxes_picks_the_threshold_at_which_the_tumor_spans_its_box():
@@ -84,6 +116,8 @@ def test_criterion_follows_train_labels():
     assert criterion(30 * (2 * box - 1), box).item() > 0.5
     assert TrainConfig(labels="ellipse").box_labels and TrainConfig(labels="box").box_labels
     assert not TrainConfig().box_labels
+    assert TrainConfig(labels="box", box=BoxLossConfig(span=0.6)).box_span == 0.6
+    assert TrainConfig(labels="ellipse", box=BoxLossConfig(span=0.6)).box_span == 1.0
 
 
 class _Fixed(torch.nn.Module):
@@ -108,6 +142,13 @@ def test_validation_scores_box_labels_as_boxes():
     _, as_pixels, n = validation_sums(_Fixed(logits), criterion, images, masks, torch.device("cpu"))
     assert n == 1 and as_boxes == pytest.approx(1.0)
     assert as_pixels == pytest.approx(2 * disc.sum() / (disc.sum() + box.sum()), abs=1e-6)
+    # Against a looser box the same disc spans its central two thirds exactly.
+    loose = np.zeros((1, 32, 32), np.uint8)
+    loose[0, 4:29, 4:29] = 1  # 25 x 25: margins of int(25 * 0.17) = 4 leave 8..24, the disc's box
+    _, tight_score, _ = validation_sums(_Fixed(logits), criterion, images, loose, torch.device("cpu"), box_labels=True)
+    _, loose_score, _ = validation_sums(_Fixed(logits), criterion, images, loose, torch.device("cpu"),
+                                        box_labels=True, box_span=0.66)
+    assert loose_score == pytest.approx(1.0) and tight_score < 0.7
 
 
 @pytest.mark.slow

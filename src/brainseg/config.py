@@ -297,6 +297,12 @@ class TrainConfig:
         """The labels are boxes: epochs and post-processing are chosen by scoring masks as boxes."""
         return self.labels != "mask"
 
+    @property
+    def box_span(self) -> float:
+        """The central share of each label box side a tumor is expected to span: train.box.span in
+        box mode (its projection term, and the boxes masks are scored against), else the whole box."""
+        return self.box.span if self.labels == "box" else 1.0
+
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "must be at least 1")
         _one_of(self.labels, LABEL_KINDS, "train.labels")

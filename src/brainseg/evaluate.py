@@ -182,7 +182,7 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     probs_of = functools.partial(predict_probs, model, device=CPU)
 
     # 1. Post-processing (threshold, flip TTA, smallest component) is chosen on validation only.
-    chosen = choose_postprocessing(probs_of, data, cfg, box_labels=params.train.box_labels)
+    chosen = choose_postprocessing(probs_of, data, cfg, params.train.box_labels, params.train.box_span)
     atomic_write_text(postprocess_path, json.dumps(chosen, indent=2) + "\n")
     # 2. Test predictions, scored per image against the labels at each image's original size.
     plain_probs = probs_of(test_images)
@@ -217,17 +217,20 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     return metrics
 
 
-def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig, box_labels: bool = False) -> dict:
+def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig, box_labels: bool = False,
+                          box_span: float = 1.0) -> dict:
     """Tuned on validation (`tune_postprocessing`), or the configured threshold as is.
 
     `probs_of`: uint8 slices N x S x S -> the model's probabilities; `box_labels`: the labels are
-    boxes (train.labels: box)."""
+    boxes (train.labels: box or ellipse), of which a tumor spans the central `box_span` share per side."""
     if not cfg.tune_on_val:
         return {"threshold": cfg.threshold, "tta": False, "min_component_px": 0}
     val_images, val_masks = data.subset("val")
     candidates = {False: probs_of(val_images)}
     if cfg.tta:
         candidates[True] = flip_tta_probs(probs_of, val_images, candidates[False])
+    if box_labels and box_span < 1.0:
+        val_masks = component_boxes(val_masks, box_span)
     return tune_postprocessing(candidates, val_masks, cfg.min_component_px, box_labels)
 
 

@@ -72,15 +72,23 @@ def box_agreement(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, fl
     return dice, iou, hit
 
 
-def component_boxes(masks: np.ndarray) -> np.ndarray:
+def box_margin(length: int, span: float) -> int:
+    """Pixels left out at each end of a box side `length` long when only its central `span` share
+    counts (train.box.span: loose boxes)."""
+    return int(length * (1.0 - span) / 2)
+
+
+def component_boxes(masks: np.ndarray, span: float = 1.0) -> np.ndarray:
     """uint8 {0, 1} masks (H x W, or N x H x W) with each 8-connected component replaced by its filled
-    bounding box: what a box annotator would have drawn for the same tumors."""
+    bounding box: what a box annotator would have drawn for the same tumors. With `span` < 1 each
+    box keeps only its central share of each side: where a tumor in a box that loose must reach."""
     if masks.ndim == 3:
-        return np.stack([component_boxes(m) for m in masks]) if len(masks) else masks.astype(np.uint8)
+        return np.stack([component_boxes(m, span) for m in masks]) if len(masks) else masks.astype(np.uint8)
     boxes = np.zeros(masks.shape, np.uint8)
     if not masks.any():
         return boxes
     _, _, stats, _ = cv2.connectedComponentsWithStats(masks.astype(np.uint8), connectivity=8)
     for x, y, w, h, _ in stats[1:]:
-        boxes[y:y + h, x:x + w] = 1
+        mx, my = box_margin(w, span), box_margin(h, span)
+        boxes[y + my:y + h - my, x + mx:x + w - mx] = 1
     return boxes

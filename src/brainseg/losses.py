@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from brainseg.data.masks import inscribed_ellipses
+from brainseg.lesions import box_margin
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -91,7 +92,7 @@ def central_spans(profiles: torch.Tensor, span: float) -> tuple[torch.Tensor, to
     for n, row in enumerate(rows):
         edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
         for start, end in zip(edges[::2], edges[1::2]):
-            margin = int((end - start) * (1.0 - span) / 2)
+            margin = box_margin(end - start, span)
             if margin:
                 target[n, start:start + margin] = target[n, end - margin:end] = 0
                 care[n, start:start + margin] = care[n, end - margin:end] = 0

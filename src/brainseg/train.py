@@ -85,11 +85,12 @@ def build_criterion(cfg: TrainConfig) -> torch.nn.Module:
 
 @torch.no_grad()
 def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, device: torch.device,
-                    batch_size: int = 32, box_labels: bool = False) -> tuple[float, float, int]:
+                    batch_size: int = 32, box_labels: bool = False, box_span: float = 1.0) -> tuple[float, float, int]:
     """(sum of per-slice losses, sum of per-image Dice at threshold 0.5, slices): summable across processes.
 
-    With `box_labels` the Dice is that of the prediction's component boxes against the label boxes:
-    what boxes can score honestly (an outline inside its box has pixel Dice well below 1 against it).
+    With `box_labels` the Dice is that of the prediction's component boxes against the label boxes
+    (their central `box_span` share per side, for loose boxes): what boxes can score honestly (an
+    outline inside its box has pixel Dice well below 1 against it).
     In float32 whatever train.amp is: the choice of the best epoch should not depend on bf16 rounding
     (and the recorded runs were selected this way).
     """
@@ -99,10 +100,12 @@ def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, dev
         y = torch.from_numpy(np.asarray(masks[rows], dtype=np.float32))[:, None].to(device)
         logits = model(x)
         loss_sum += criterion(logits, y, x).item() * len(x)
-        pred = logits > 0
+        pred, truth = logits > 0, y.bool()
         if box_labels:
             pred = torch.from_numpy(component_boxes(pred[:, 0].cpu().numpy()))[:, None].to(device).bool()
-        pred, truth = pred.flatten(1), y.bool().flatten(1)
+            if box_span < 1.0:
+                truth = torch.from_numpy(component_boxes(masks[rows], box_span))[:, None].to(device).bool()
+        pred, truth = pred.flatten(1), truth.flatten(1)
         tp = (pred & truth).sum(1).cpu().numpy()
         fp = (pred & ~truth).sum(1).cpu().numpy()
         fn = (~pred & truth).sum(1).cpu().numpy()
@@ -213,7 +216,8 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
             train_loss = _train_epoch(model, loader, optimizer, schedule, criterion, scaler, autocast_dtype,
                                       cfg, ctx, progress.epoch, params.seed, memory_format)
             distributed.broadcast_buffers(ctx, net)
-            sums = validation_sums(net, criterion, val_images, val_masks, device, box_labels=cfg.box_labels)
+            sums = validation_sums(net, criterion, val_images, val_masks, device, box_labels=cfg.box_labels,
+                                   box_span=cfg.box_span)
             loss_sum, dice_sum, count = distributed.sum_across(ctx, list(sums))
             schedule.epoch_end(dice_sum / count)
             entry = {"train/loss": train_loss, "val/loss": loss_sum / count, "val/dice": dice_sum / count,
