@@ -96,7 +96,7 @@ def test_inscribed_ellipse_of_a_box_touches_its_four_sides_at_pi_over_4_of_its_a
 
 
 def test_inscribed_ellipse_follows_a_rotated_box():
-    """A box rotated by 30 degrees (as the affine augmentation turns it) gets the rotated ellipse: it
+    """A box rotated by 30 degrees gets the rotated ellipse: it
     stays inside the rotated box, but for the box's jagged pixel edge, at pi/4 of its area, while the
     ellipse of the box's axis-aligned bounding rectangle would spill far outside it."""
     box = np.zeros((64, 64), np.uint8)

@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import brainseg.data.dataset
-import brainseg.data.masks
 import brainseg.lesions
 import brainseg.losses
 import brainseg.model
@@ -26,7 +25,7 @@ from brainseg import distributed, training_state
 from brainseg.config import Params, TrainConfig
 from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
 from brainseg.lesions import component_boxes
-from brainseg.losses import BoxSupervisionLoss, InscribedEllipseLoss, SegmentationLoss
+from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
 from brainseg.metrics import dice_scores
 from brainseg.model import initial_model, model_batches, save_checkpoint, to_model_input
 from brainseg.optim import LRSchedule, build_optimizer
@@ -78,8 +77,6 @@ def build_criterion(cfg: TrainConfig) -> torch.nn.Module:
     """The training loss for the kind of labels: masks, or boxes (train.labels)."""
     if cfg.labels == "box":
         return BoxSupervisionLoss(cfg.box.outside, cfg.box.projection, cfg.box.pairwise, cfg.box.span)
-    if cfg.labels == "ellipse":
-        return InscribedEllipseLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
     return SegmentationLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
 
 
@@ -200,8 +197,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     # A killed run with the same params, data and code continues where it stopped.
     fingerprint = training_state.fingerprint(
         params, _state_inputs(processed_dir, split_dir),
-        [brainseg.train, brainseg.model, brainseg.losses, brainseg.lesions, brainseg.optim, brainseg.data.dataset,
-         brainseg.data.masks])
+        [brainseg.train, brainseg.model, brainseg.losses, brainseg.lesions, brainseg.optim, brainseg.data.dataset])
     progress = _resume(state_path, fingerprint, resumable, cfg, ctx)
 
     started, start_epoch = time.perf_counter(), progress.epoch
@@ -217,7 +213,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
                                       cfg, ctx, progress.epoch, params.seed, memory_format)
             distributed.broadcast_buffers(ctx, net)
             sums = validation_sums(net, criterion, val_images, val_masks, device, box_labels=cfg.box_labels,
-                                   box_span=cfg.box_span)
+                                   box_span=cfg.box.span)
             loss_sum, dice_sum, count = distributed.sum_across(ctx, list(sums))
             schedule.epoch_end(dice_sum / count)
             entry = {"train/loss": train_loss, "val/loss": loss_sum / count, "val/dice": dice_sum / count,

@@ -135,9 +135,9 @@ def inscribed_ellipses(masks: np.ndarray) -> np.ndarray:
     ellipse inscribed in its smallest enclosing rectangle, rotated or not.
 
     The ellipse touches every side of its box, as a tumor does in a tight box, and keeps pi/4 of the
-    box's area. Rotated rectangles (boxes after rotate/scale/shift augmentation) get the rotated
-    ellipse, so the target can be drawn after augmentation and still match the image. A pixel is
-    set when its centre lies inside the ellipse (cv2.ellipse draws a polygon and spills over).
+    box's area: a shape prior drawn from box labels alone (evaluate scores it against a reference set
+    of outlines). A rotated rectangle gets the rotated ellipse. A pixel is set when its centre lies
+    inside the ellipse (cv2.ellipse draws a polygon and spills over).
     """
     if masks.ndim == 3:
         return np.stack([inscribed_ellipses(m) for m in masks]) if len(masks) else masks.astype(np.uint8)
