@@ -9,7 +9,7 @@ dataset's copy of the test slices:
     brainseg-predict <boxes>/test --model <box-mode run>/models/model.onnx --out /tmp/weak-pred --overlay none
     brainseg-predict <outlines test images> --model <outline run>/models/model.onnx --out /tmp/outline-pred --overlay none
     python results/outline_figure.py --outlines OUTLINES_DIR --boxes BOXES_DIR --box-pred /tmp/box-pred \
-        --weak-pred /tmp/weak-pred --weak-labels ellipse --outline-pred /tmp/outline-pred --out results/outlines.png
+        --weak-pred /tmp/weak-pred --outline-pred /tmp/outline-pred --out results/outlines.png
 
 OUTLINES_DIR and BOXES_DIR are the extracted datasets (figshare `images/ masks/`; Kaggle `train/ valid/ test/`).
 """
@@ -51,8 +51,7 @@ def main() -> None:
     parser.add_argument("--boxes", type=Path, required=True)
     parser.add_argument("--box-pred", type=Path, required=True)
     parser.add_argument("--weak-pred", type=Path, required=True,
-                        help="masks of a model trained on the boxes in a box mode (train.labels: box or ellipse)")
-    parser.add_argument("--weak-labels", choices=("box", "ellipse"), required=True, help="its train.labels")
+                        help="masks of a model trained on the boxes in box mode (train.labels: box)")
     parser.add_argument("--outline-pred", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "outlines.png")
     args = parser.parse_args()
@@ -93,13 +92,13 @@ def main() -> None:
                           row.image[region], {k: v[region] for k, v in row.masks.items()}))
     comparison_grid(cases, [("expert outline (green),\nKaggle box (yellow)", [("outline", "lime"), ("box", "yellow")]),
                             ("trained on boxes (red)", [("outline", "lime"), ("box model", "red")]),
-                            (f"boxes, train.labels: {args.weak_labels} (red)", [("outline", "lime"), ("weak model", "red")]),
+                            ("boxes, train.labels: box (red)", [("outline", "lime"), ("weak model", "red")]),
                             ("trained on outlines (red)", [("outline", "lime"), ("outline model", "red")])],
                     f"Test slices ranked by the outline-trained model (of {len(table)}); "
                     "Dice against the expert outline of models trained on boxes (as masks / in a box mode) and on "
                     "outlines", ATTRIBUTION, args.out, dpi=64)
     print(f"{args.out}: mean Dice vs outlines: box {table.box_dice.mean():.3f}, box model "
-          f"{table.box_model_dice.mean():.3f}, {args.weak_labels} mode {table.weak_model_dice.mean():.3f}, "
+          f"{table.box_model_dice.mean():.3f}, box mode {table.weak_model_dice.mean():.3f}, "
           f"outline model {table.outline_model_dice.mean():.3f}")
 
 
