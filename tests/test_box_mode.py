@@ -13,7 +13,7 @@ import yaml
 
 from brainseg.config import EvaluateConfig, TrainConfig
 from brainseg.evaluate import choose_postprocessing, tune_postprocessing
-from brainseg.lesions import component_boxes
+from brainseg.lesions import component_boxes, scored_boxes
 from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
 from brainseg.train import build_criterion, validation_sums
 from tiny_repo import boxes_instead_of_outlines, copy_repo, run
@@ -126,16 +126,18 @@ def test_validation_scores_box_labels_as_boxes():
     logits = torch.from_numpy(30 * (2 * disc.astype(np.float32) - 1))[None, None]
     images, masks = np.zeros((1, 32, 32), np.uint8), box[None]
     criterion = SegmentationLoss(1.0, 1.0)
-    _, as_boxes, _ = validation_sums(_Fixed(logits), criterion, images, masks, torch.device("cpu"), box_labels=True)
+    _, as_boxes, _ = validation_sums(_Fixed(logits), criterion, images, masks, torch.device("cpu"),
+                                     box_truths=scored_boxes(masks, 1.0))
     _, as_pixels, n = validation_sums(_Fixed(logits), criterion, images, masks, torch.device("cpu"))
     assert n == 1 and as_boxes == pytest.approx(1.0)
     assert as_pixels == pytest.approx(2 * disc.sum() / (disc.sum() + box.sum()), abs=1e-6)
     # Against a looser box the same disc spans its central two thirds exactly.
     loose = np.zeros((1, 32, 32), np.uint8)
     loose[0, 4:29, 4:29] = 1  # 25 x 25: margins of int(25 * 0.17) = 4 leave 8..24, the disc's box
-    _, tight_score, _ = validation_sums(_Fixed(logits), criterion, images, loose, torch.device("cpu"), box_labels=True)
+    _, tight_score, _ = validation_sums(_Fixed(logits), criterion, images, loose, torch.device("cpu"),
+                                        box_truths=scored_boxes(loose, 1.0))
     _, loose_score, _ = validation_sums(_Fixed(logits), criterion, images, loose, torch.device("cpu"),
-                                        box_labels=True, box_span=0.66)
+                                        box_truths=scored_boxes(loose, 0.66))
     assert loose_score == pytest.approx(1.0) and tight_score < 0.7
 
 

@@ -17,7 +17,7 @@ from brainseg.data.preprocess import original_masks
 from brainseg.data.masks import inscribed_ellipses
 from brainseg.data.dataset import ProcessedData
 from brainseg.data.reference import reference_masks
-from brainseg.lesions import box_agreement, component_boxes, hausdorff95, tumors_found
+from brainseg.lesions import box_agreement, component_boxes, hausdorff95, scored_boxes, tumors_found
 from brainseg.metrics import bootstrap_ci, confusion_counts, dice_scores, iou_scores, per_image_table, summarize
 from brainseg.model import initial_model, load_checkpoint, predict_probs
 from brainseg.plots import curves_figure, overlay_grid
@@ -229,8 +229,8 @@ def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig, bo
     candidates = {False: probs_of(val_images)}
     if cfg.tta:
         candidates[True] = flip_tta_probs(probs_of, val_images, candidates[False])
-    if box_labels and box_span < 1.0:
-        val_masks = component_boxes(val_masks, box_span)
+    if box_labels:
+        val_masks = scored_boxes(val_masks, box_span)
     return tune_postprocessing(candidates, val_masks, cfg.min_component_px, box_labels)
 
 

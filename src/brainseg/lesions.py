@@ -92,3 +92,9 @@ def component_boxes(masks: np.ndarray, span: float = 1.0) -> np.ndarray:
         mx, my = box_margin(w, span), box_margin(h, span)
         boxes[y + my:y + h - my, x + mx:x + w - mx] = 1
     return boxes
+
+
+def scored_boxes(label_boxes: np.ndarray, span: float) -> np.ndarray:
+    """The boxes a box-trained model's component boxes are scored against on validation: the label
+    boxes themselves when they are tight (span 1), else the central `span` share of each."""
+    return component_boxes(label_boxes, span) if span < 1.0 else label_boxes

@@ -95,10 +95,8 @@ def projection_loss(logits: torch.Tensor, boxes: torch.Tensor, eps: float = 1.0,
     probs = torch.sigmoid(logits.float())
     loss = logits.new_zeros((), dtype=torch.float32)
     for axis in (2, 3):  # max over rows -> one value per column; over columns -> one per row
-        pred, box = probs.amax(dim=axis).flatten(1), boxes.float().amax(dim=axis).flatten(1)
-        if span < 1.0:  # the default tight box needs no margins: skip the per-run loop and the mask
-            box, care = central_spans(box, span)
-            pred = pred * care
+        box, care = central_spans(boxes.float().amax(dim=axis).flatten(1), span)
+        pred = probs.amax(dim=axis).flatten(1) * care
         dice = (2 * (pred * box).sum(1) + eps) / (pred.sum(1) + box.sum(1) + eps)
         loss = loss + (1 - dice).mean()
     return loss

@@ -24,7 +24,7 @@ import brainseg.optim
 from brainseg import distributed, training_state
 from brainseg.config import Params, TrainConfig
 from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
-from brainseg.lesions import component_boxes
+from brainseg.lesions import component_boxes, scored_boxes
 from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
 from brainseg.metrics import dice_scores
 from brainseg.model import initial_model, model_batches, save_checkpoint, to_model_input
@@ -82,12 +82,12 @@ def build_criterion(cfg: TrainConfig) -> torch.nn.Module:
 
 @torch.no_grad()
 def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, device: torch.device,
-                    batch_size: int = 32, box_labels: bool = False, box_span: float = 1.0) -> tuple[float, float, int]:
+                    batch_size: int = 32, box_truths: np.ndarray | None = None) -> tuple[float, float, int]:
     """(sum of per-slice losses, sum of per-image Dice at threshold 0.5, slices): summable across processes.
 
-    With `box_labels` the Dice is that of the prediction's component boxes against the label boxes
-    (their central `box_span` share per side, for loose boxes): what boxes can score honestly (an
-    outline inside its box has pixel Dice well below 1 against it).
+    With box labels, `box_truths` (`lesions.scored_boxes` of `masks`): the Dice is that of the
+    prediction's component boxes against them, what boxes can score honestly (an outline inside
+    its box has pixel Dice well below 1 against it).
     In float32 whatever train.amp is: the choice of the best epoch should not depend on bf16 rounding
     (and the recorded runs were selected this way).
     """
@@ -98,10 +98,9 @@ def validation_sums(model, criterion, images: np.ndarray, masks: np.ndarray, dev
         logits = model(x)
         loss_sum += criterion(logits, y, x).item() * len(x)
         pred, truth = logits > 0, y.bool()
-        if box_labels:
+        if box_truths is not None:
             pred = torch.from_numpy(component_boxes(pred[:, 0].cpu().numpy()))[:, None].to(device).bool()
-            if box_span < 1.0:
-                truth = torch.from_numpy(component_boxes(masks[rows], box_span))[:, None].to(device).bool()
+            truth = torch.from_numpy(np.asarray(box_truths[rows]))[:, None].to(device).bool()
         pred, truth = pred.flatten(1), truth.flatten(1)
         tp = (pred & truth).sum(1).cpu().numpy()
         fp = (pred & ~truth).sum(1).cpu().numpy()
@@ -180,6 +179,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     loader = _loader(SliceDataset(*data.subset("train"), augment, seed=params.seed), cfg, ctx, params.seed)
     val_rows = data.rows["val"][ctx.rank::ctx.world]
     val_images, val_masks = data.images[val_rows], data.masks[val_rows]
+    val_box_truths = scored_boxes(val_masks, cfg.box.span) if cfg.box_labels else None
 
     # Model and optimisation. The initial weights are a function of the seed alone (evaluate's
     # untrained baseline rebuilds them); DDP then copies rank 0's to every process.
@@ -212,8 +212,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
             train_loss = _train_epoch(model, loader, optimizer, schedule, criterion, scaler, autocast_dtype,
                                       cfg, ctx, progress.epoch, params.seed, memory_format)
             distributed.broadcast_buffers(ctx, net)
-            sums = validation_sums(net, criterion, val_images, val_masks, device, box_labels=cfg.box_labels,
-                                   box_span=cfg.box.span)
+            sums = validation_sums(net, criterion, val_images, val_masks, device, box_truths=val_box_truths)
             loss_sum, dice_sum, count = distributed.sum_across(ctx, list(sums))
             schedule.epoch_end(dice_sum / count)
             entry = {"train/loss": train_loss, "val/loss": loss_sum / count, "val/dice": dice_sum / count,
