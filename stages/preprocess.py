@@ -21,9 +21,10 @@ def main() -> None:
     print(f"preprocess: {audit['images']} images at {params.preprocess.image_size}px{skipped}, "
           f"{audit['tumor_free_fraction']:.1%} tumor-free, {audit['rectangle_fraction']:.1%} of polygons are boxes, "
           f"{audit['groups_cross_split']} groups in more than one split")
-    if labels_are_boxes(audit) and params.train.labels == "mask":
-        print("preprocess: the labels are boxes, not tumor outlines; trained as masks the model learns to draw "
-              "boxes. Set train.labels: box to learn the tumor inside them (README: \"Labels that are boxes\")")
+    # Said whatever train.labels is: that key is not this stage's parameter (changing it reruns training only).
+    if labels_are_boxes(audit):
+        print("preprocess: the labels are boxes, not tumor outlines; trained as masks (train.labels: mask) the model "
+              "learns to draw boxes, train.labels: box learns the tumor inside them (README: \"Labels that are boxes\")")
 
 
 if __name__ == "__main__":

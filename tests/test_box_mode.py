@@ -159,8 +159,7 @@ def test_box_mode_runs_through_the_pipeline_on_boxes_scored_against_outlines(pip
 
     params["train"]["labels"] = "box"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run(["dvc", "repro"], repo).stdout
-    assert "the labels are boxes" not in out  # box mode: nothing to point to
+    run(["dvc", "repro"], repo)
     metrics = json.loads((repo / "metrics/test.json").read_text())
     details = json.loads((repo / "metrics/test_details.json").read_text())
     assert 0.0 <= metrics["reference"]["dice_mean"] <= 1.0
