@@ -1,4 +1,4 @@
-"""train.labels: box — scoring masks as boxes, choosing epochs and post-processing on boxes only, and
+"""train.labels: box and ellipse — scoring masks as boxes, choosing epochs and post-processing on boxes only, and
 the whole pipeline learning outlines from boxes on the phantom, whose true outlines are known."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from brainseg.config import EvaluateConfig, TrainConfig
+from brainseg.config import BoxLossConfig, EvaluateConfig, TrainConfig
 from brainseg.evaluate import choose_postprocessing, tune_postprocessing
 from brainseg.lesions import component_boxes, scored_boxes
-from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
+from brainseg.losses import BoxSupervisionLoss, InscribedEllipseLoss, SegmentationLoss
 from brainseg.train import build_criterion, validation_sums
 from tiny_repo import boxes_instead_of_outlines, copy_repo, run
 
@@ -105,7 +105,19 @@ def test_criterion_follows_train_labels():
     loss_disc = criterion(30 * (2 * disc - 1), box, image).item()
     loss_box = criterion(30 * (2 * box - 1), box, image).item()
     assert loss_disc < 0.05 < loss_box
-    assert TrainConfig(labels="box").box_labels and not TrainConfig().box_labels
+
+    # Ellipse labels: Dice + BCE towards the disc inscribed in the 17 x 17 box (radius 8.5 about
+    # its centre pixel), whatever the image.
+    criterion = build_criterion(TrainConfig(labels="ellipse"))
+    assert isinstance(criterion, InscribedEllipseLoss)
+    yy, xx = np.mgrid[:32, :32]
+    inscribed = torch.from_numpy(((yy - 16) ** 2 + (xx - 16) ** 2 <= 8.5 ** 2).astype(np.float32))[None, None]
+    assert criterion(30 * (2 * inscribed - 1), box).item() < 1e-6
+    assert criterion(30 * (2 * box - 1), box).item() > 0.5
+    assert TrainConfig(labels="ellipse").box_labels and TrainConfig(labels="box").box_labels
+    assert not TrainConfig().box_labels
+    assert TrainConfig(labels="box", box=BoxLossConfig(span=0.6)).box_span == 0.6
+    assert TrainConfig(labels="ellipse", box=BoxLossConfig(span=0.6)).box_span == 1.0
 
 
 class _Fixed(torch.nn.Module):
@@ -142,8 +154,9 @@ def test_validation_scores_box_labels_as_boxes():
 
 
 @pytest.mark.slow
-def test_box_mode_runs_through_the_pipeline_on_boxes_scored_against_outlines(pipeline_repo, tmp_path):
-    """The tiny phantom relabelled with boxes: preprocess points to box mode; in box mode the whole
+@pytest.mark.parametrize("labels", ["box", "ellipse"])
+def test_box_modes_run_through_the_pipeline_on_boxes_scored_against_outlines(pipeline_repo, tmp_path, labels):
+    """The tiny phantom relabelled with boxes: preprocess points to box mode; in each box mode the whole
     pipeline runs, epoch and post-processing are chosen on the boxes, the phantom's true outlines
     score the test slices as the reference set, and the model card says how the model was trained."""
     repo = copy_repo(pipeline_repo, tmp_path / "repo")
@@ -157,7 +170,7 @@ def test_box_mode_runs_through_the_pipeline_on_boxes_scored_against_outlines(pip
     out = run(["dvc", "repro", "preprocess"], repo).stdout
     assert "the labels are boxes" in out and "train.labels: box" in out
 
-    params["train"]["labels"] = "box"
+    params["train"]["labels"] = labels
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro"], repo)
     metrics = json.loads((repo / "metrics/test.json").read_text())
@@ -170,4 +183,5 @@ def test_box_mode_runs_through_the_pipeline_on_boxes_scored_against_outlines(pip
     chosen = json.loads((repo / "models/postprocess.json").read_text())
     assert chosen["threshold"] == metrics["threshold"]
     card = (repo / "models/MODEL_CARD.md").read_text()
-    assert "trained on them as boxes" in card and "train.labels: box" in card
+    assert f"train.labels: {labels}" in card
+    assert ("trained on them as boxes" if labels == "box" else "inscribed in each box") in card

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -92,3 +93,18 @@ def test_inscribed_ellipse_of_a_box_touches_its_four_sides_at_pi_over_4_of_its_a
     assert not inscribed_ellipses(np.zeros((8, 8), np.uint8)).any()
     batch = inscribed_ellipses(np.stack([mask, np.zeros_like(mask)]))
     assert batch.shape == (2, 64, 80) and (batch[0] == ellipses).all() and not batch[1].any()
+
+
+def test_inscribed_ellipse_follows_a_rotated_box():
+    """A box rotated by 30 degrees (as the affine augmentation turns it) gets the rotated ellipse: it
+    stays inside the rotated box, but for the box's jagged pixel edge, at pi/4 of its area, while the
+    ellipse of the box's axis-aligned bounding rectangle would spill far outside it."""
+    box = np.zeros((64, 64), np.uint8)
+    box[10:30, 5:45] = 1
+    turn = cv2.getRotationMatrix2D((25, 20), 30, 1.0)
+    rotated = cv2.warpAffine(box, turn, (64, 64), flags=cv2.INTER_NEAREST)
+    ellipse = inscribed_ellipses(rotated)
+    assert ellipse.sum() == pytest.approx(np.pi / 4 * 800, rel=0.03)
+    assert (ellipse & (1 - rotated)).sum() < 0.03 * ellipse.sum()
+    upright = inscribed_ellipses(component_boxes(rotated))
+    assert (upright & (1 - rotated)).sum() > 0.15 * upright.sum()

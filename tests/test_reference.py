@@ -178,5 +178,5 @@ def test_kaggle_boxes_score_about_055_against_the_expert_outlines(tmp_path):
     truths = [sample_mask(s, s.height, s.width) for s in boxes]
     _, scores = score_against_reference(np.zeros((215, 8, 8), np.float32), truths, outlines, 0.5, 0, box_labels=True)
     assert scores["labels_vs_reference"]["dice_mean"] == pytest.approx(0.546, abs=0.006)
-    # The ellipses inscribed in the boxes, a shape prior from the boxes alone, are closer to the outlines.
+    # The ellipses inscribed in the boxes (train.labels: ellipse) are closer to the outlines.
     assert scores["ellipses_vs_reference"]["dice_mean"] == pytest.approx(0.639, abs=0.002)

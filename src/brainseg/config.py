@@ -25,7 +25,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "poly", "onecycle", "plateau", "none")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")
-LABEL_KINDS = ("mask", "box")
+LABEL_KINDS = ("mask", "box", "ellipse")
 RESUME_MODES = ("auto", "never")
 BAD_IMAGE_POLICIES = ("error", "skip")
 AUGMENT_PROBABILITIES = ("hflip", "affine", "elastic", "brightness_contrast", "gamma", "noise", "blur")
@@ -286,7 +286,8 @@ class TrainConfig:
     patch_size: int = 0  # 0 = the whole slice
     foreground_patches: float = 0.33  # share of patches placed to contain tumor (others uniform)
     # What the labels are: masks (outlines) trained with soft Dice + BCE, or boxes trained with
-    # losses that hold exactly for boxes (`box`), so that the model learns the tumor, not its box.
+    # losses that hold exactly for boxes (`box`) or with Dice + BCE towards the ellipse inscribed in
+    # each box (`ellipse`), so that the model learns the tumor, not its box.
     labels: str = "mask"
     box: BoxLossConfig = field(default_factory=BoxLossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -294,7 +295,13 @@ class TrainConfig:
     @property
     def box_labels(self) -> bool:
         """The labels are boxes: epochs and post-processing are chosen by scoring masks as boxes."""
-        return self.labels == "box"
+        return self.labels != "mask"
+
+    @property
+    def box_span(self) -> float:
+        """The central share of each label box side a tumor is expected to span: train.box.span in
+        box mode (its projection term, and the boxes masks are scored against), else the whole box."""
+        return self.box.span if self.labels == "box" else 1.0
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "train.epochs", "must be at least 1")

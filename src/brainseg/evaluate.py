@@ -152,7 +152,7 @@ def score_against_reference(probs: np.ndarray, truths: list[np.ndarray], referen
                             threshold: float, min_pixels: int, box_labels: bool = False) -> tuple[pd.DataFrame, dict]:
     """Per-image table and summary of the predictions against a second truth, and how far the
     labels themselves are from it (for box labels against outlines: the perfect-box bound; with
-    `box_labels` also the ellipses inscribed in the boxes: a shape prior drawn from the boxes alone)."""
+    `box_labels` also the ellipses inscribed in the boxes, the target of train.labels: ellipse)."""
     table = original_size_table(probs, reference, threshold, min_pixels)
     scores = {"all": _rounded(summarize_original_size(table))}
     bounds = {"labels": truths}
@@ -182,7 +182,7 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     probs_of = functools.partial(predict_probs, model, device=CPU)
 
     # 1. Post-processing (threshold, flip TTA, smallest component) is chosen on validation only.
-    chosen = choose_postprocessing(probs_of, data, cfg, params.train.box_labels, params.train.box.span)
+    chosen = choose_postprocessing(probs_of, data, cfg, params.train.box_labels, params.train.box_span)
     atomic_write_text(postprocess_path, json.dumps(chosen, indent=2) + "\n")
     # 2. Test predictions, scored per image against the labels at each image's original size.
     plain_probs = probs_of(test_images)
@@ -222,7 +222,7 @@ def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig, bo
     """Tuned on validation (`tune_postprocessing`), or the configured threshold as is.
 
     `probs_of`: uint8 slices N x S x S -> the model's probabilities; `box_labels`: the labels are
-    boxes (train.labels: box), of which a tumor spans the central `box_span` share per side."""
+    boxes (train.labels: box or ellipse), of which a tumor spans the central `box_span` share per side."""
     if not cfg.tune_on_val:
         return {"threshold": cfg.threshold, "tta": False, "min_component_px": 0}
     val_images, val_masks = data.subset("val")

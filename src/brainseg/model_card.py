@@ -62,10 +62,12 @@ def render_model_card(params: Params, spec: dict, test: dict, data_metrics: dict
     if labels == "outlines":
         label_caveat = "The labels are tumor outlines, so the scores below measure boundaries."
     elif params.train.box_labels:
+        how = {"box": "as boxes (`train.labels: box`: background outside each box, a mask that spans its box, "
+                      "labels that follow intensity inside it)",
+               "ellipse": "towards the ellipse inscribed in each box (`train.labels: ellipse`)"}[params.train.labels]
         label_caveat = (
-            "**The labels are loose boxes, not tumor outlines**, and the model was trained on them as boxes "
-            "(`train.labels: box`: background outside each box, a mask that spans its box, labels that follow "
-            "intensity inside it), so it outlines the tumor inside each box. Its Dice against the boxes is low "
+            f"**The labels are loose boxes, not tumor outlines**, and the model was trained on them {how}, "
+            "so it draws a shape inside each box, not the box. Its Dice against the boxes is low "
             "by design (an exact outline scores about 0.55 against the Kaggle boxes); the reference-set "
             "scores, where present, measure the outlines. Epoch and post-processing were chosen on boxes only.")
     else:

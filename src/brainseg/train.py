@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import brainseg.data.dataset
+import brainseg.data.masks
 import brainseg.lesions
 import brainseg.losses
 import brainseg.model
@@ -25,7 +26,7 @@ from brainseg import distributed, training_state
 from brainseg.config import Params, TrainConfig
 from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
 from brainseg.lesions import component_boxes, scored_boxes
-from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
+from brainseg.losses import BoxSupervisionLoss, InscribedEllipseLoss, SegmentationLoss
 from brainseg.metrics import dice_scores
 from brainseg.model import initial_model, model_batches, save_checkpoint, to_model_input
 from brainseg.optim import LRSchedule, build_optimizer
@@ -77,6 +78,8 @@ def build_criterion(cfg: TrainConfig) -> torch.nn.Module:
     """The training loss for the kind of labels: masks, or boxes (train.labels)."""
     if cfg.labels == "box":
         return BoxSupervisionLoss(cfg.box.outside, cfg.box.projection, cfg.box.pairwise, cfg.box.span)
+    if cfg.labels == "ellipse":
+        return InscribedEllipseLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
     return SegmentationLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
 
 
@@ -179,7 +182,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     loader = _loader(SliceDataset(*data.subset("train"), augment, seed=params.seed), cfg, ctx, params.seed)
     val_rows = data.rows["val"][ctx.rank::ctx.world]
     val_images, val_masks = data.images[val_rows], data.masks[val_rows]
-    val_box_truths = scored_boxes(val_masks, cfg.box.span) if cfg.box_labels else None
+    val_box_truths = scored_boxes(val_masks, cfg.box_span) if cfg.box_labels else None
 
     # Model and optimisation. The initial weights are a function of the seed alone (evaluate's
     # untrained baseline rebuilds them); DDP then copies rank 0's to every process.
@@ -197,7 +200,8 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     # A killed run with the same params, data and code continues where it stopped.
     fingerprint = training_state.fingerprint(
         params, _state_inputs(processed_dir, split_dir),
-        [brainseg.train, brainseg.model, brainseg.losses, brainseg.lesions, brainseg.optim, brainseg.data.dataset])
+        [brainseg.train, brainseg.model, brainseg.losses, brainseg.lesions, brainseg.optim, brainseg.data.dataset,
+         brainseg.data.masks])
     progress = _resume(state_path, fingerprint, resumable, cfg, ctx)
 
     started, start_epoch = time.perf_counter(), progress.epoch

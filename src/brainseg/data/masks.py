@@ -132,20 +132,33 @@ def decode_rle(counts: Sequence[int], height: int, width: int) -> np.ndarray:
 
 def inscribed_ellipses(masks: np.ndarray) -> np.ndarray:
     """uint8 {0, 1} box masks (H x W, or N x H x W) -> each 8-connected component replaced by the filled
-    ellipse inscribed in its bounding box.
+    ellipse inscribed in its smallest enclosing rectangle, rotated or not.
 
     The ellipse touches every side of its box, as a tumor does in a tight box, and keeps pi/4 of the
-    box's area: a shape prior drawn from box labels alone (evaluate scores it against a reference set
-    of outlines). A pixel is set when its centre lies inside the ellipse (cv2.ellipse draws a polygon
-    and spills over).
+    box's area. Rotated rectangles (boxes after rotate/scale/shift augmentation) get the rotated
+    ellipse, so the target can be drawn after augmentation and still match the image. A pixel is
+    set when its centre lies inside the ellipse (cv2.ellipse draws a polygon and spills over).
     """
     if masks.ndim == 3:
         return np.stack([inscribed_ellipses(m) for m in masks]) if len(masks) else masks.astype(np.uint8)
     ellipses = np.zeros(masks.shape, np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(masks.astype(np.uint8), connectivity=8)
-    for left, top, width, height, _ in stats[1:count]:
-        rows, cols = np.mgrid[top:top + height, left:left + width]
-        # Pixel centres against the ellipse through the box's outer edges: semi-axes of half its size.
-        inside = ((cols - (left + (width - 1) / 2)) / (width / 2)) ** 2 + ((rows - (top + (height - 1) / 2)) / (height / 2)) ** 2
+    count, components = cv2.connectedComponents(masks.astype(np.uint8), connectivity=8)
+    for component in range(1, count):
+        ys, xs = np.nonzero(components == component)
+        # The smallest rectangle through the pixel centres, widened on both axes by the margin that
+        # gives it the component's own area in pixels: one pixel for an upright box, less for a
+        # rotated one. Two adjacent corners give the axes, whatever the angle.
+        rect = cv2.minAreaRect(np.stack([xs, ys], 1).astype(np.float32))
+        corner, *adjacent = cv2.boxPoints(rect)[[1, 0, 2]].astype(np.float64)
+        axes = [side - corner for side in adjacent]
+        lengths = [float(np.hypot(*axis)) for axis in axes]
+        spread = lengths[0] + lengths[1]
+        margin = max(0.0, (np.sqrt(spread ** 2 - 4 * (lengths[0] * lengths[1] - len(xs))) - spread) / 2)
+        rows, cols = np.mgrid[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        dx, dy = cols - rect[0][0], rows - rect[0][1]
+        inside = np.zeros(rows.shape)
+        for axis, length in zip(axes, lengths):
+            unit = axis / length if length else np.zeros(2)
+            inside += ((dx * unit[0] + dy * unit[1]) / ((length + margin) / 2)) ** 2
         ellipses[rows, cols] |= (inside <= 1.0 + 1e-6).astype(np.uint8)
     return ellipses
