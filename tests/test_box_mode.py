@@ -168,7 +168,7 @@ def test_box_modes_run_through_the_pipeline_on_boxes_scored_against_outlines(pip
     params["reference"].update(source="local", local_path=str(outlines))
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro", "preprocess"], repo).stdout
-    assert "the labels are boxes" in out and "train.labels: box" in out
+    assert "the labels are boxes" in out and "train.labels: box" in out and "train.labels: ellipse" in out
 
     params["train"]["labels"] = labels
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
