@@ -14,8 +14,8 @@ import yaml
 from brainseg.config import BoxLossConfig, EvaluateConfig, TrainConfig
 from brainseg.evaluate import choose_postprocessing, tune_postprocessing
 from brainseg.lesions import component_boxes, scored_boxes
-from brainseg.losses import BoxSupervisionLoss, InscribedEllipseLoss, SegmentationLoss
-from brainseg.train import build_criterion, validation_sums
+from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
+from brainseg.train import build_criterion, training_target, validation_sums
 from tiny_repo import boxes_instead_of_outlines, copy_repo, run
 
 
@@ -106,14 +106,14 @@ def test_criterion_follows_train_labels():
     loss_box = criterion(30 * (2 * box - 1), box, image).item()
     assert loss_disc < 0.05 < loss_box
 
-    # Ellipse labels: Dice + BCE towards the disc inscribed in the 17 x 17 box (radius 8.5 about
-    # its centre pixel), whatever the image.
-    criterion = build_criterion(TrainConfig(labels="ellipse"))
-    assert isinstance(criterion, InscribedEllipseLoss)
+    # Ellipse labels: the mask loss (Dice + BCE) towards the disc inscribed in the 17 x 17 box
+    # (radius 8.5 about its centre pixel), whatever the image; other labels are their own target.
+    ellipse = TrainConfig(labels="ellipse")
+    assert type(build_criterion(ellipse)) is SegmentationLoss
     yy, xx = np.mgrid[:32, :32]
-    inscribed = torch.from_numpy(((yy - 16) ** 2 + (xx - 16) ** 2 <= 8.5 ** 2).astype(np.float32))[None, None]
-    assert criterion(30 * (2 * inscribed - 1), box).item() < 1e-6
-    assert criterion(30 * (2 * box - 1), box).item() > 0.5
+    inscribed = ((yy - 16) ** 2 + (xx - 16) ** 2 <= 8.5 ** 2).astype(np.uint8)
+    np.testing.assert_array_equal(training_target(ellipse)(box[0, 0].numpy().astype(np.uint8)), inscribed)
+    assert training_target(TrainConfig()) is None and training_target(TrainConfig(labels="box")) is None
     assert TrainConfig(labels="ellipse").box_labels and TrainConfig(labels="box").box_labels
     assert not TrainConfig().box_labels
     assert TrainConfig(labels="box", box=BoxLossConfig(span=0.6)).box_span == 0.6

@@ -7,6 +7,7 @@ import pytest
 
 from brainseg.config import AugmentConfig
 from brainseg.data.dataset import SliceDataset, build_augmentation
+from brainseg.data.masks import inscribed_ellipses
 
 SIZE, PATCH = 128, 32
 
@@ -67,6 +68,21 @@ def test_whole_slices_without_a_patch_size():
     images, masks = _slices(4)
     dataset = SliceDataset(images, masks, build_augmentation(AugmentConfig()), seed=0)
     assert dataset[0][0].shape == (1, SIZE, SIZE)
+
+
+def test_the_target_is_drawn_from_the_augmented_label():
+    """The target is drawn after augmentation, from the augmented label: each rotated box gets its own
+    ellipse, and the image is the one the label was augmented with."""
+    images, masks = _slices(6, tumor=False)
+    masks[:, 40:80, 30:100] = 1
+    augment = build_augmentation(AugmentConfig(affine=1.0, rotate_deg=30))
+    plain = SliceDataset(images, masks, augment, seed=5)
+    drawn = SliceDataset(images, masks, augment, seed=5, target=inscribed_ellipses)
+    for i in range(len(plain)):
+        (image, box), (same_image, target) = plain[i], drawn[i]
+        np.testing.assert_array_equal(image, same_image)
+        np.testing.assert_array_equal(target[0], inscribed_ellipses(box[0].numpy()))
+        assert 0 < target.sum() < box.sum()
 
 
 @pytest.mark.parametrize("foreground", [0.0, 1.0])

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brainseg.data.masks import inscribed_ellipses
 from brainseg.lesions import box_margin
 
 
@@ -53,19 +52,6 @@ class SegmentationLoss(torch.nn.Module):
         if self.focal_weight:
             loss = loss + self.focal_weight * focal_loss(logits, target, self.focal_gamma)
         return loss
-
-
-class InscribedEllipseLoss(SegmentationLoss):
-    """train.labels: ellipse. Dice + BCE towards the ellipse inscribed in each box, drawn from the
-    (augmented) box masks at every step: a mask that spans its box like a tumor, at pi/4 of its area.
-
-    A fixed prior, not learned: against the expert outlines of the Kaggle test slices the ellipses
-    themselves score 0.64 per-image Dice, the boxes 0.55 (results/outlines.md).
-    """
-
-    def forward(self, logits: torch.Tensor, boxes: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
-        ellipses = inscribed_ellipses(boxes[:, 0].detach().cpu().numpy() > 0)
-        return super().forward(logits, torch.from_numpy(ellipses)[:, None].to(boxes))
 
 
 # --- Box supervision: losses that are exact when the labels are boxes, not outlines ----------------

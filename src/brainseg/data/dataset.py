@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import albumentations as A
@@ -85,11 +86,14 @@ class SliceDataset(Dataset):
     uint8 rather than float: a quarter of the bytes through worker queues and host-to-GPU copies;
     the training loop converts on the device (`to_model_input`). Augmentation is a pure function
     of (seed, epoch, item): results do not depend on the number of loader workers or on where a
-    resumed run restarts.
+    resumed run restarts. `target` turns the augmented label into what the loss is trained towards
+    (e.g. `masks.inscribed_ellipses` for box labels), here in the loader's workers rather than in
+    the training step.
     """
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, augment: A.Compose | None = None, seed: int = 0):
-        self.images, self.masks, self.augment, self.seed = images, masks, augment, seed
+    def __init__(self, images: np.ndarray, masks: np.ndarray, augment: A.Compose | None = None, seed: int = 0,
+                 target: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.images, self.masks, self.augment, self.seed, self.target = images, masks, augment, seed, target
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -101,6 +105,8 @@ class SliceDataset(Dataset):
             self.augment.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]))
             out = self.augment(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
+        if self.target is not None:
+            mask = self.target(mask)
         # np.array copies: memory-mapped rows are read-only, and torch tensors must own writable memory.
         return torch.from_numpy(np.array(image))[None], torch.from_numpy(np.array(mask))[None]
 
