@@ -14,6 +14,7 @@ import yaml
 from brainseg.config import BoxLossConfig, EvaluateConfig, TrainConfig
 from brainseg.evaluate import choose_postprocessing, tune_postprocessing
 from brainseg.lesions import component_boxes, scored_boxes
+from brainseg.profiles import merge
 from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
 from brainseg.train import build_criterion, training_target, validation_sums
 from tiny_repo import boxes_instead_of_outlines, copy_repo, run
@@ -185,3 +186,40 @@ def test_box_modes_run_through_the_pipeline_on_boxes_scored_against_outlines(pip
     card = (repo / "models/MODEL_CARD.md").read_text()
     assert f"train.labels: {labels}" in card
     assert ("trained on them as boxes" if labels == "box" else "inscribed in each box") in card
+
+
+# Enough phantom and training for the labels' shapes to matter, at about two minutes a model: 128
+# training slices at 64 px for 60 epochs, scored on 64 test slices (tumor-free ones included).
+LEARNING_FROM_BOXES = {
+    "data": {"phantom": {"train": 128, "valid": 32, "test": 64, "image_size": 256}},
+    "preprocess": {"image_size": 64},
+    "train": {"epochs": 60, "patience": 60, "batch_size": 8},
+}
+
+
+@pytest.mark.slow
+def test_trained_on_boxes_the_ellipse_mode_draws_tumors_nearer_their_outlines_than_boxes_as_masks(
+        pipeline_repo, tmp_path):
+    """Issue 16's claim where the true outlines are known: trained on each phantom tumor's bounding box
+    alone, `train.labels: ellipse` scores higher against the outlines than the same boxes trained as
+    masks, which learns to paint boxes. The phantom's tumors are blobs and its boxes tight: the boxes
+    themselves score about 0.85 against the outlines, the ellipses inscribed in them 0.91. Measured
+    (results/outlines.md): ellipse 0.661 / 0.650 / 0.683 against masks 0.620 / 0.616 / 0.663
+    for seeds 42 / 1 / 7; this test runs seed 42."""
+    generated = copy_repo(pipeline_repo, tmp_path / "phantom")
+    params = merge(yaml.safe_load((generated / "params.yaml").read_text()), LEARNING_FROM_BOXES)
+    (generated / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro", "download"], generated)
+    outlines = shutil.copytree(generated / "data/raw", tmp_path / "outlines")
+    params["data"].update(source="local", local_path=str(boxes_instead_of_outlines(outlines, tmp_path / "boxes")))
+    params["reference"].update(source="local", local_path=str(outlines))
+
+    against_outlines = {}
+    for labels in ("mask", "ellipse"):
+        repo = copy_repo(generated, tmp_path / labels)
+        params["train"]["labels"] = labels
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run(["dvc", "repro", "evaluate"], repo)
+        against_outlines[labels] = json.loads((repo / "metrics/test.json").read_text())["reference"]["dice_mean"]
+    assert against_outlines["ellipse"] > against_outlines["mask"], against_outlines
+
