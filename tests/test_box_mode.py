@@ -14,8 +14,8 @@ import yaml
 from brainseg.config import BoxLossConfig, EvaluateConfig, TrainConfig
 from brainseg.evaluate import choose_postprocessing, tune_postprocessing
 from brainseg.lesions import component_boxes, scored_boxes
-from brainseg.profiles import merge
 from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
+from brainseg.profiles import merge
 from brainseg.train import build_criterion, training_target, validation_sums
 from tiny_repo import boxes_instead_of_outlines, copy_repo, run
 
@@ -154,6 +154,15 @@ def test_validation_scores_box_labels_as_boxes():
     assert loose_score == pytest.approx(1.0) and tight_score < 0.7
 
 
+def _boxes_scored_against_outlines(repo, params: dict, tmp_path) -> dict:
+    """`params` switched to train on `repo`'s phantom relabelled with boxes (each tumor's bounding box,
+    as the Kaggle dataset labels them) and to score the test slices against its true outlines."""
+    outlines = shutil.copytree(repo / "data/raw", tmp_path / "outlines")
+    params["data"].update(source="local", local_path=str(boxes_instead_of_outlines(outlines, tmp_path / "boxes")))
+    params["reference"].update(source="local", local_path=str(outlines))
+    return params
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("labels", ["box", "ellipse"])
 def test_box_modes_run_through_the_pipeline_on_boxes_scored_against_outlines(pipeline_repo, tmp_path, labels):
@@ -161,12 +170,7 @@ def test_box_modes_run_through_the_pipeline_on_boxes_scored_against_outlines(pip
     pipeline runs, epoch and post-processing are chosen on the boxes, the phantom's true outlines
     score the test slices as the reference set, and the model card says how the model was trained."""
     repo = copy_repo(pipeline_repo, tmp_path / "repo")
-    outlines = tmp_path / "outlines"
-    shutil.copytree(repo / "data/raw", outlines)
-    boxes = boxes_instead_of_outlines(outlines, tmp_path / "boxes")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(source="local", local_path=str(boxes))
-    params["reference"].update(source="local", local_path=str(outlines))
+    params = _boxes_scored_against_outlines(repo, yaml.safe_load((repo / "params.yaml").read_text()), tmp_path)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro", "preprocess"], repo).stdout
     assert "the labels are boxes" in out and "train.labels: box" in out and "train.labels: ellipse" in out
@@ -210,9 +214,7 @@ def test_trained_on_boxes_the_ellipse_mode_draws_tumors_nearer_their_outlines_th
     params = merge(yaml.safe_load((generated / "params.yaml").read_text()), LEARNING_FROM_BOXES)
     (generated / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro", "download"], generated)
-    outlines = shutil.copytree(generated / "data/raw", tmp_path / "outlines")
-    params["data"].update(source="local", local_path=str(boxes_instead_of_outlines(outlines, tmp_path / "boxes")))
-    params["reference"].update(source="local", local_path=str(outlines))
+    params = _boxes_scored_against_outlines(generated, params, tmp_path)
 
     against_outlines = {}
     for labels in ("mask", "ellipse"):

@@ -26,8 +26,8 @@ import brainseg.optim
 from brainseg import distributed, training_state
 from brainseg.config import Params, TrainConfig
 from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
-from brainseg.lesions import component_boxes, scored_boxes
 from brainseg.data.masks import inscribed_ellipses
+from brainseg.lesions import component_boxes, scored_boxes
 from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
 from brainseg.metrics import dice_scores
 from brainseg.model import initial_model, model_batches, save_checkpoint, to_model_input
