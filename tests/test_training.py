@@ -14,9 +14,10 @@ import pytest
 import torch
 import yaml
 
-from brainseg.config import load_params
+from brainseg.config import ConfigError, load_params
 from brainseg.model import initial_model
 from brainseg.profiles import merge
+from brainseg.train import cpu_has_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 6
@@ -104,7 +105,12 @@ def test_training_starts_from_the_network_evaluate_uses_as_untrained_baseline(pr
     assert not all(torch.equal(other[name], weight) for name, weight in initial.named_parameters())
 
 
+# train refuses bf16 on CPUs that would emulate it (about 10x slower than float32).
+NATIVE_BF16 = cpu_has_bf16()
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no bf16 instructions: train refuses bf16 here")
 def test_bf16_on_cpu_is_reproducible_and_really_bf16(prepared, reference, tmp_path):
     first, second = (_workspace(prepared, tmp_path, name, amp="bf16", channels_last=True) for name in ("a", "b"))
     _train(first)
@@ -177,6 +183,8 @@ def test_two_processes_with_gloo_match_one(prepared, reference, tmp_path):
      "patch_size": 32, "foreground_patches": 0.5},
 ], ids=["sgd-onecycle-focal-clip-channels_last-amp", "adamw-plateau-workers-patches"])
 def test_training_options_run_end_to_end(prepared, tmp_path, options):
+    if not NATIVE_BF16:  # the other options still run end to end, in float32
+        options = {**options, "amp": "none"}
     ws = _workspace(prepared, tmp_path, "options", epochs=2, **options)
     out = _train(ws)
     assert "is ignored on cpu" not in out  # bf16 autocast runs on CPU too
@@ -185,14 +193,19 @@ def test_training_options_run_end_to_end(prepared, tmp_path, options):
     assert len(_losses(ws, "train/loss")) == 2
 
 
-def test_bf16_on_a_cpu_without_bf16_instructions_says_it_is_emulated(tmp_path, monkeypatch, capsys):
+def test_bf16_on_a_cpu_without_bf16_instructions_is_refused_with_the_fix(tmp_path, monkeypatch, capsys):
     import brainseg.train as train
 
     (tmp_path / "with").write_text("flags\t\t: fpu sse avx512f avx512_bf16\n")
+    (tmp_path / "arm").write_text("Features\t: fp asimd sve bf16 i8mm\n")
     (tmp_path / "without").write_text("flags\t\t: fpu sse avx2\n")
-    assert train.cpu_has_bf16(tmp_path / "with") and not train.cpu_has_bf16(tmp_path / "without")
+    assert train.cpu_has_bf16(tmp_path / "with") and train.cpu_has_bf16(tmp_path / "arm")
+    assert not train.cpu_has_bf16(tmp_path / "without")
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
-    assert train.amp_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-    assert "emulated and slower than float32" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"train.amp: bf16 .* Set train.amp: none"):
+        train.amp_dtype("bf16", torch.device("cpu"))
+    assert train.amp_dtype("none", torch.device("cpu")) is None
     assert train.amp_dtype("fp16", torch.device("cpu")) is None
     assert "is ignored on cpu" in capsys.readouterr().out
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    assert train.amp_dtype("bf16", torch.device("cpu")) == torch.bfloat16

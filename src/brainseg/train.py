@@ -24,7 +24,7 @@ import brainseg.losses
 import brainseg.model
 import brainseg.optim
 from brainseg import distributed, training_state
-from brainseg.config import Params, TrainConfig
+from brainseg.config import ConfigError, Params, TrainConfig
 from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
 from brainseg.data.masks import inscribed_ellipses
 from brainseg.lesions import component_boxes, scored_boxes
@@ -51,25 +51,29 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
 
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether the CPU flags list native bf16 instructions (Linux; elsewhere assumed present)."""
+    """Whether the CPU flags list native bf16 instructions (Linux: x86 avx512_bf16 or AMX, Arm bf16;
+    elsewhere assumed present)."""
     try:
-        flags = cpuinfo.read_text().split()
+        flags = set(cpuinfo.read_text().split())
     except OSError:
         return True
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for float32.
 
     bf16 also runs on CPU: on cores with bf16 instructions (avx512_bf16, AMX) oneDNN convolutions
-    are about twice as fast (benchmarks/training_loader.py); fp16 has no such CPU kernels.
+    are about twice as fast (benchmarks/training_step.py); fp16 has no such CPU kernels. Without
+    those instructions bf16 is emulated, about 10x slower than float32 (2-core AVX2 EPYC), so it
+    is refused rather than left to turn a one-hour profile into a half-day run.
     """
     if mode == "none":
         return None
     if device.type == "cpu" and mode == "bf16" and not cpu_has_bf16():
-        print("train.amp: bf16 on a CPU without bf16 instructions (avx512_bf16 or amx_bf16) is emulated "
-              "and slower than float32; set train.amp: none here")
+        raise ConfigError("train.amp: bf16 needs a CPU with bf16 instructions (avx512_bf16 or amx_bf16 in "
+                          "/proc/cpuinfo); this one would emulate them, about 10x slower than float32. Set "
+                          "train.amp: none (e.g. -S train.amp=none -S train.channels_last=false), or train on a GPU")
     if device.type != "cuda" and mode != "bf16":
         print(f"train.amp: {mode} is ignored on {device.type}; training in float32")
         return None
@@ -186,6 +190,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
            live_dir: Path, state_path: Path) -> dict:
     cfg, device = params.train, ctx.device
     configure_determinism(cfg.deterministic, device)
+    autocast_dtype = amp_dtype(cfg.amp, device)  # first: an unusable setting fails before the data loads
 
     # Data: training slices (or patches of them) with augmentation seeded per (seed, epoch, slice);
     # validation slices whole, sharded across processes and summed.
@@ -208,7 +213,6 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     optimizer = build_optimizer(net.parameters(), cfg)
     schedule = LRSchedule(optimizer, cfg, len(loader))
     criterion = build_criterion(cfg)
-    autocast_dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     resumable = {"model": net, "optimizer": optimizer, "schedule": schedule, "scaler": scaler}
 
