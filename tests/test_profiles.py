@@ -13,7 +13,7 @@ from dvc.utils.hydra import apply_overrides
 
 from brainseg.config import ConfigError, parse_params
 from brainseg.profiles import (SUMMARY_COLUMNS, append_record, changes_for, hydra_value, main, merge, overrides,
-                               paired_comparison, portable_argv, read_profile, summary_table)
+                               paired_comparison, portable_argv, read_profile, summary_table, with_sets)
 from tiny_repo import copy_repo, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +111,42 @@ def test_local_data_with_a_kaggle_reference_asks_for_the_reference(tmp_path, cap
     command = capsys.readouterr().out
     assert "-S reference.source=local" in command and f"-S reference.local_path={archive}" in command
     main(["configs/kaggle-cpu.yaml", "--local", str(archive), "--dry-run", "-S", "reference.source=none"])
+
+
+def test_user_sets_are_validated_with_the_profile(monkeypatch, tmp_path):
+    changed = with_sets(BASE, ["train.lr=0.002", "+train.augment.blur=0.2", "model.decoder_channels=[64,32,16,8,4]"])
+    assert changed["train"]["lr"] == 0.002 and changed["train"]["augment"]["blur"] == 0.2
+    assert changed["model"]["decoder_channels"] == [64, 32, 16, 8, 4] and changed["train"]["epochs"] == BASE["train"]["epochs"]
+    assert changed == dvc_applied(BASE, ["train.lr=0.002", "train.augment.blur=0.2",
+                                         "model.decoder_channels=[64,32,16,8,4]"], tmp_path)
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match=r"kaggle-cpu\.yaml with -S train\.amp=fp8: train\.amp must be one of"):
+        main(["configs/kaggle-cpu.yaml", "--dry-run", "-S", "train.amp=fp8"])
+    with pytest.raises(ConfigError, match=r"-S seed: expected KEY=VALUE"):
+        main(["configs/kaggle-cpu.yaml", "--dry-run", "-S", "seed"])
+
+
+def test_bf16_on_a_cpu_that_would_emulate_it_is_refused_before_dvc_runs(monkeypatch, capsys):
+    import brainseg.train
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(brainseg.train, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    started = []
+
+    def fake_run(command, **kwargs):  # git answers; dvc is only noted
+        if command[0] == "dvc":
+            started.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    sets = ["-S", "reference.source=none"]
+    with pytest.raises(ConfigError, match=r"train\.amp: bf16 needs a CPU with bf16 instructions.*-S train\.amp=none"):
+        main(["configs/kaggle-cpu.yaml", *sets])
+    assert not started
+    main(["configs/kaggle-cpu.yaml", "--dry-run", *sets])  # a command for another machine is still printed
+    main(["configs/kaggle-cpu.yaml", *sets, "-S", "train.amp=none", "-S", "train.channels_last=false"])
+    assert len(started) == 1 and "train.amp=none" in started[0]
 
 
 def test_options_go_to_dvc_only_after_the_separator(capsys, monkeypatch):

@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 
 from brainseg.cli import run
-from brainseg.config import ConfigError, parse_params, read_yaml
+from brainseg.config import ConfigError, Params, parse_params, read_yaml
 from brainseg.io import atomic_write_text
 from brainseg.metrics import bootstrap_means
 
@@ -95,6 +95,32 @@ def overrides(base: dict, changes: dict, sets: list[str] = ()) -> list[str]:
     own = {s.split("=", 1)[0].lstrip("+") for s in sets}
     return [f"{'' if key in existing else '+'}{key}={hydra_value(value)}"
             for key, value in flatten(changes).items() if key not in own] + list(sets)
+
+
+def with_sets(params: dict, sets: list[str]) -> dict:
+    """`params` with the `-S KEY=VALUE` overrides applied, values read as YAML (as Hydra reads them)."""
+    changes: dict = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.lstrip("+"):
+            raise ConfigError(f"-S {item}: expected KEY=VALUE, e.g. -S train.lr=0.0003")
+        *parents, leaf = key.lstrip("+").split(".")
+        node = changes
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return merge(params, changes)
+
+
+def check_can_train(params: Params) -> None:
+    """What training on this machine would refuse, found before the download and preprocessing that
+    come first: bf16 on a CPU that only emulates it (brainseg.train.amp_dtype, which names the fix)."""
+    if params.train.amp != "bf16" or params.train.device == "cuda":
+        return
+    from brainseg.distributed import resolve_device  # torch: imported only when bf16 is asked for
+    from brainseg.train import amp_dtype
+
+    amp_dtype("bf16", resolve_device(params.train.device))
 
 
 def changes_for(profile: dict, local: str | None, must_exist: bool = True, reference: str | None = None) -> dict:
@@ -352,17 +378,23 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"{args.profile} also fetches a reference set from Kaggle; with --local, pass --reference "
                           "PATH (its zip or folder) too, or -S reference.source=none to go without it")
     try:
-        parse_params(merge(base, changes))
+        params = parse_params(merge(base, changes))
     except ConfigError as err:
         raise ConfigError(f"{args.profile}: {err}") from None
+    if args.sets:
+        try:
+            params = parse_params(with_sets(merge(base, changes), args.sets))
+        except ConfigError as err:
+            raise ConfigError(f"{args.profile} with -S {' -S '.join(args.sets)}: {err}") from None
     name = args.name or args.profile.stem
     command = exp_command(name, overrides(base, changes, args.sets), extra)
     print(shlex.join(command), flush=True)
     if args.record and "--queue" in extra:
         raise ConfigError("--record cannot record a queued run: it runs later, under `dvc queue start`. "
                           "Run it without --queue (--temp is fine) to record it.")
-    if args.dry_run:
+    if args.dry_run:  # the command may be meant for another machine: this one's abilities are not checked
         return
+    check_can_train(params)
 
     commit, dirty = _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain", "--untracked-files=no"))
     start = time.perf_counter()

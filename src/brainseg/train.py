@@ -71,8 +71,8 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "none":
         return None
     if device.type == "cpu" and mode == "bf16" and not cpu_has_bf16():
-        raise ConfigError("train.amp: bf16 needs a CPU with bf16 instructions (avx512_bf16 or amx_bf16 in "
-                          "/proc/cpuinfo); this one would emulate them, about 10x slower than float32. Set "
+        raise ConfigError("train.amp: bf16 needs a CPU with bf16 instructions (avx512_bf16 or amx_bf16, on Arm bf16, "
+                          "in /proc/cpuinfo); this one would emulate them, about 10x slower than float32. Set "
                           "train.amp: none (e.g. -S train.amp=none -S train.channels_last=false), or train on a GPU")
     if device.type != "cuda" and mode != "bf16":
         print(f"train.amp: {mode} is ignored on {device.type}; training in float32")
