@@ -53,7 +53,7 @@ def main() -> None:
     print(f"{len(truths)} masks; tumor share of the slice: median {np.median([t.mean() for t in truths]):.4f}")
     print("size  per-image Dice  10th percentile  worst")
     for size in args.sizes:
-        table = original_size_table([resize_mask(t, size).astype(np.float32) for t in truths], truths, 0.5, 0)
+        table = original_size_table([resize_mask(t, size).astype(np.float32) for t in truths], truths)
         print(f"{size:4d}  {table.dice.mean():14.4f}  {np.percentile(table.dice, 10):15.4f}  {table.dice.min():.4f}")
 
 

@@ -40,8 +40,8 @@ def model_path(tmp_path_factory) -> Path:
     net = ProbabilityNet(Sharpened(build_model(ModelConfig(encoder="resnet18", dropout=0.0)))).eval()
     out = tmp_path_factory.mktemp("model")
     _export_onnx(net, torch.rand(2, 1, MODEL_SIZE, MODEL_SIZE), out / "model.onnx", opset=18)
-    spec = {"format_version": 2, "files": {"onnx": "model.onnx"},
-            "postprocess": {"threshold": 0.5, "tta": False, "min_component_px": 0},
+    spec = {"format_version": 3, "files": {"onnx": "model.onnx"},
+            "postprocess": {"threshold": 0.5, "tta": False, "min_component_px": 0, "max_components": 0},
             "input": {"name": "image", "shape": ["batch", 1, MODEL_SIZE, MODEL_SIZE], "dtype": "float32"},
             "output": {"name": "probability", "shape": ["batch", 1, MODEL_SIZE, MODEL_SIZE]}}
     (out / "model.json").write_text(json.dumps(spec))

@@ -72,6 +72,9 @@ def test_scientific_notation_string_from_dvc_exp_run():
      "data.phantom.tumor_free_fraction/two_tumor_fraction"),
     ({"data": {"phantom": {"valid": 0}}}, "data.phantom.valid"),
     ({"evaluate": {"min_component_px": [4, "x"]}}, "evaluate.min_component_px"),
+    ({"evaluate": {"min_component_px": [-4]}}, "evaluate.min_component_px"),
+    ({"evaluate": {"max_components": []}}, "evaluate.max_components"),
+    ({"evaluate": {"max_components": [0, -1]}}, "evaluate.max_components"),
     ({"data": {"categories": "tumor"}}, "data.categories"),
     ({"model": {"encoder_weights": 3}}, "model.encoder_weights"),
 ])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from brainseg.evaluate import original_size_sweep, original_size_table, summarize_original_size
+from brainseg.inference import PostProcess
 
 
 def _truth(size: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -20,7 +21,7 @@ def test_prediction_is_judged_at_the_original_size():
     prob = np.zeros((1, 16, 16), np.float32)
     prob[0, 4:12, 4:12] = 1.0
     truth = _truth(64, (16, 16, 48, 48))
-    table = original_size_table(prob, [truth], threshold=0.5, min_pixels=0)
+    table = original_size_table(prob, [truth])
     row = table.iloc[0]
     assert row.tp == truth.sum() - row.fn and row.dice > 0.97
     assert row.box_dice > 0.97 and row.box_hit == 1.0 and row.tumors_found == 1
@@ -33,7 +34,7 @@ def test_summary_counts_misses_false_alarms_and_box_hits():
     found[2:6, 2:6] = 1.0
     probs = np.stack([found, empty, found])  # hit, miss, false alarm on a tumor-free slice
     truths = [_truth(32, (4, 4, 12, 12)), _truth(32, (20, 20, 28, 28)), np.zeros((32, 32), np.uint8)]
-    s = summarize_original_size(original_size_table(probs, truths, 0.5, 0))
+    s = summarize_original_size(original_size_table(probs, truths))
     assert s["tumors"] == 2 and s["tumor_sensitivity"] == 0.5
     assert s["localisation_hit_rate"] == 0.5  # the tumor-free slice has no hit to score
     assert s["tumor_free_fpr"] == 1.0
@@ -44,7 +45,7 @@ def test_summary_counts_misses_false_alarms_and_box_hits():
 def test_small_components_are_dropped_before_upsampling():
     prob = np.zeros((1, 16, 16), np.float32)
     prob[0, 1, 1] = 0.9  # a one-pixel speck
-    table = original_size_table(prob, [np.zeros((64, 64), np.uint8)], 0.5, min_pixels=2)
+    table = original_size_table(prob, [np.zeros((64, 64), np.uint8)], PostProcess(min_component_px=2))
     assert table.iloc[0].fp == 0 and table.iloc[0].dice == 1.0
 
 

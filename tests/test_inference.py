@@ -5,8 +5,8 @@ import pytest
 
 from brainseg.errors import BrainsegError
 from brainseg.evaluate import tune_postprocessing
-from brainseg.inference import (PostProcess, binarize, mask_at_size, merge_flipped, read_postprocess,
-                                remove_small_components, resize_to_model, unit_range)
+from brainseg.inference import (PostProcess, binarize, filter_components, mask_at_size, merge_flipped,
+                                read_postprocess, resize_to_model, unit_range)
 
 
 def test_small_components_are_removed_and_large_kept():
@@ -14,18 +14,31 @@ def test_small_components_are_removed_and_large_kept():
     mask[2:8, 2:8] = 1  # 36 px
     mask[15, 15] = mask[15, 16] = 1  # 2 px
     mask[18, 2] = 1  # 1 px, diagonal neighbour of nothing
-    out = remove_small_components(mask, 3)
+    out = filter_components(mask, 3)
     assert out.sum() == 36 and out[2:8, 2:8].all()
-    assert np.array_equal(remove_small_components(mask, 0), mask)
+    assert np.array_equal(filter_components(mask, 0), mask)
     diagonal = np.eye(4, dtype=np.uint8)  # 8-connected: one component of 4 px
-    assert remove_small_components(diagonal, 4).sum() == 4
+    assert filter_components(diagonal, 4).sum() == 4
+
+
+def test_max_components_keeps_the_largest_after_dropping_small_ones():
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:8, 2:8] = 1  # 36 px
+    mask[12:16, 12:16] = 1  # 16 px
+    mask[18, 2] = 1  # 1 px
+    largest = filter_components(mask, 0, 1)
+    assert largest.sum() == 36 and largest[2:8, 2:8].all()
+    assert filter_components(mask, 0, 2).sum() == 52 and filter_components(mask, 0, 3).sum() == 53
+    assert np.array_equal(filter_components(mask, 0, 0), mask)  # 0 keeps every component
+    assert filter_components(mask, 20, 2).sum() == 36  # the size filter first: one left, so one kept
+    assert not filter_components(np.zeros((4, 4), np.uint8), 0, 1).any()
 
 
 def test_binarize_batch_matches_single():
     rng = np.random.default_rng(0)
     probs = rng.random((3, 16, 16))
-    batch = binarize(probs, 0.8, 3)
-    assert all(np.array_equal(batch[i], binarize(probs[i], 0.8, 3)) for i in range(3))
+    batch = binarize(probs, 0.8, 3, 1)
+    assert all(np.array_equal(batch[i], binarize(probs[i], 0.8, 3, 1)) for i in range(3))
 
 
 def test_tuning_picks_component_filter_that_removes_specks_and_prefers_no_tta():
@@ -37,6 +50,19 @@ def test_tuning_picks_component_filter_that_removes_specks_and_prefers_no_tta():
     assert chosen["min_component_px"] == 4 and chosen["tta"] is False
     assert chosen["val_dice_mean"] == 1.0
     assert chosen["threshold"] == 0.5  # every threshold up to 0.9 ties; the nearest 0.5 wins
+
+
+def test_tuning_keeps_only_the_largest_component_when_each_slice_has_one_tumor():
+    truth = np.zeros((3, 32, 32), np.uint8)
+    truth[:, 8:20, 8:20] = 1
+    probs = truth * 0.9
+    probs[:, 26:30, 26:30] = 0.9  # a 16-px false positive beside each tumor: only keeping one component removes it
+    chosen = tune_postprocessing({False: probs}, truth, (0, 4), (0, 1))
+    assert chosen["max_components"] == 1 and chosen["min_component_px"] == 0 and chosen["val_dice_mean"] == 1.0
+    two_tumors = truth.copy()
+    two_tumors[:, 26:30, 26:30] = 1  # the same blobs, now both true: keeping all is best, and simplest on ties
+    assert tune_postprocessing({False: probs}, two_tumors, (0,), (0, 1))["max_components"] == 0
+    assert tune_postprocessing({False: truth * 0.9}, truth, (0,), (0, 1))["max_components"] == 0  # a tie
 
 
 def test_mask_at_size_drops_small_components_at_the_model_size_then_resizes():
@@ -52,6 +78,10 @@ def test_mask_at_size_drops_small_components_at_the_model_size_then_resizes():
     assert 12 <= cols.min() and cols.max() <= 30  # the 0.4 column at 10 of 16 (30 of 48) does not extend it
     with_speck = mask_at_size(prob, (32, 48), PostProcess(threshold=0.5))
     assert with_speck[24:, 36:].any()
+    prob[13:16, 13:16] = 0.95  # 9 px: survives min_component_px 4, not max_components 1
+    assert mask_at_size(prob, (32, 48), PostProcess(threshold=0.5, min_component_px=4))[24:, 36:].any()
+    assert np.array_equal(mask_at_size(prob, (32, 48), PostProcess(threshold=0.5, min_component_px=4, max_components=1)),
+                          mask)
 
 
 def test_merge_flipped_averages_with_the_mirror_image_flipped_back():
@@ -61,14 +91,16 @@ def test_merge_flipped_averages_with_the_mirror_image_flipped_back():
 
 
 def test_postprocess_round_trip_and_checks(tmp_path):
-    post = PostProcess(threshold=0.35, tta=True, min_component_px=16)
+    post = PostProcess(threshold=0.35, tta=True, min_component_px=16, max_components=1)
     path = tmp_path / "postprocess.json"
     path.write_text(json.dumps({**post.to_dict(), "val_dice_mean": 0.8}))
     assert read_postprocess(path) == post
+    path.write_text(json.dumps({"threshold": 0.35, "tta": True, "min_component_px": 16}))  # written before max_components
+    assert read_postprocess(path) == PostProcess(threshold=0.35, tta=True, min_component_px=16, max_components=0)
     path.write_text(json.dumps({"threshold": 0.35}))
     with pytest.raises(BrainsegError, match=r"postprocess\.json .*lacks 'tta'.*rerun the evaluate stage"):
         read_postprocess(path)
-    for bad in ({"threshold": 1.0}, {"min_component_px": -1}):
+    for bad in ({"threshold": 1.0}, {"min_component_px": -1}, {"max_components": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             PostProcess(**bad)
 

@@ -241,14 +241,18 @@ def _copy_model(model_path: Path, folder: Path, **spec_changes) -> Path:
     return folder / "model.onnx"
 
 
-def test_predict_writes_exactly_the_masks_evaluate_scores(model_path, tmp_path):
+# Each filter must change this model's masks to be exercised: its specks (at most 30 px beside a
+# ~2,100 px blob) all fall under 40 px, and 4 px leaves some, which max_components 1 then drops.
+@pytest.mark.parametrize("filters", [{"min_component_px": 40, "max_components": 0},
+                                     {"min_component_px": 4, "max_components": 1}], ids=["min-size", "largest"])
+def test_predict_writes_exactly_the_masks_evaluate_scores(model_path, tmp_path, filters):
     """With flip TTA and component filtering on, the masks brainseg-predict writes are the masks the
     evaluate stage scores, pixel for pixel, given the same model's probabilities."""
     from brainseg.evaluate import flip_tta_probs, original_size_table
-    from brainseg.inference import resize_to_model, unit_range
+    from brainseg.inference import PostProcess, resize_to_model, unit_range
     from brainseg.predict import Predictor
 
-    post = {"threshold": 0.5, "tta": True, "min_component_px": 40}
+    post = {"threshold": 0.5, "tta": True, **filters}
     model = _copy_model(model_path, tmp_path / "model", postprocess=post)
     grays = [_blob_image(h, w, seed) for seed, (h, w) in enumerate([(100, 120), (64, 64), (90, 70), (130, 97)])]
     (tmp_path / "in").mkdir()
@@ -265,11 +269,22 @@ def test_predict_writes_exactly_the_masks_evaluate_scores(model_path, tmp_path):
     predictor = Predictor(model)
     probs_of = lambda images: predictor.run_model(unit_range(images))  # noqa: E731 - the same batch as the CLI's
     plain = probs_of(small)
-    table = original_size_table(flip_tta_probs(probs_of, small, plain), written, 0.5, 40)
+    table = original_size_table(flip_tta_probs(probs_of, small, plain), written, PostProcess(**post))
     assert table[["fp", "fn"]].to_numpy().sum() == 0 and table["tp"].sum() > 0
-    # Both settings changed the masks here, so the test exercised them.
-    assert original_size_table(plain, written, 0.5, 40)[["fp", "fn"]].to_numpy().sum() > 0
-    assert original_size_table(flip_tta_probs(probs_of, small, plain), written, 0.5, 0)[["fp", "fn"]].to_numpy().sum() > 0
+    # Each setting changed the masks here, so the test exercised it.
+    tta_probs = flip_tta_probs(probs_of, small, plain)
+    unfiltered = {"min_component_px": 0} if filters["max_components"] == 0 else {"max_components": 0}
+    for probs, changed in ((plain, {}), (tta_probs, unfiltered)):
+        assert original_size_table(probs, written, PostProcess(**{**post, **changed}))[["fp", "fn"]].to_numpy().sum() > 0
+
+
+def test_a_version_2_description_without_max_components_keeps_every_component(model_path, tmp_path):
+    from brainseg.inference import PostProcess
+    from brainseg.predict import Predictor
+
+    post = {"threshold": 0.4, "tta": True, "min_component_px": 8}  # format 2 had no max_components
+    predictor = Predictor(_copy_model(model_path, tmp_path / "model", format_version=2, postprocess=post))
+    assert predictor.post == PostProcess(threshold=0.4, tta=True, min_component_px=8, max_components=0)
 
 
 @pytest.mark.parametrize("spec_changes, message", [
@@ -278,7 +293,7 @@ def test_predict_writes_exactly_the_masks_evaluate_scores(model_path, tmp_path):
     ({"postprocess": {"threshold": 5, "tta": False, "min_component_px": 0}},
      r"threshold must lie strictly between 0 and 1, got 5\.0"),
     ({"postprocess": {"threshold": 0.5}}, r"the post-processing lacks 'tta'"),
-    ({"format_version": 1}, r"version 1 model description; this brainseg-predict reads version 2"),
+    ({"format_version": 1}, r"version 1 model description; this brainseg-predict reads versions 2, 3"),
 ], ids=["size-mismatch", "threshold", "incomplete-postprocess", "old-format"])
 def test_a_model_description_that_cannot_hold_is_refused_before_any_work(model_path, tmp_path, spec_changes,
                                                                         message):

@@ -18,6 +18,7 @@ from brainseg.data.layout import read_layout
 from brainseg.data.reference import ReferenceError, pair_with_reference, read_mapping, reference_masks
 from brainseg.data.sources import download_reference
 from brainseg.evaluate import score_against_reference
+from brainseg.inference import PostProcess
 from tiny_repo import boxes_instead_of_outlines, copy_repo, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,14 +103,14 @@ def test_box_against_its_own_outline_scores_exactly(tmp_path):
     box[20:60, 20:100] = 1
     probs = np.zeros((1, 100, 100), np.float32)
     probs[0] = outline  # the outline, at a model resolution of 100 px
-    table, scores = score_against_reference(probs, [box], masks, 0.5, 0)
+    table, scores = score_against_reference(probs, [box], masks, PostProcess())
     assert scores["labels_vs_reference"]["dice_mean"] == pytest.approx(2 / 3, abs=1e-6)
     assert scores["labels_vs_reference"]["iou_mean"] == pytest.approx(0.5, abs=1e-6)
     assert table.dice[0] == 1.0 and scores["all"]["dice_mean"] == 1.0
     assert "ellipses_vs_reference" not in scores
 
     # Box labels: the ellipse inscribed in the box, 40 x 80 px, against the 40 x 40 outline at its left.
-    _, scores = score_against_reference(probs, [box], masks, 0.5, 0, box_labels=True)
+    _, scores = score_against_reference(probs, [box], masks, PostProcess(), box_labels=True)
     ellipse = inscribed_ellipses(box).astype(bool)
     expected = 2 * (ellipse & masks[0].astype(bool)).sum() / (ellipse.sum() + 1600)
     assert scores["ellipses_vs_reference"]["dice_mean"] == pytest.approx(expected, abs=1e-6)
@@ -176,7 +177,7 @@ def test_kaggle_boxes_score_about_055_against_the_expert_outlines(tmp_path):
     names, outlines = reference_masks(tmp_path / "outlines", rows, ROOT / "configs/references/figshare-kaggle.csv")
     assert len(set(names)) == 215
     truths = [sample_mask(s, s.height, s.width) for s in boxes]
-    _, scores = score_against_reference(np.zeros((215, 8, 8), np.float32), truths, outlines, 0.5, 0, box_labels=True)
+    _, scores = score_against_reference(np.zeros((215, 8, 8), np.float32), truths, outlines, PostProcess(), box_labels=True)
     assert scores["labels_vs_reference"]["dice_mean"] == pytest.approx(0.546, abs=0.006)
     # The ellipses inscribed in the boxes (train.labels: ellipse) are closer to the outlines.
     assert scores["ellipses_vs_reference"]["dice_mean"] == pytest.approx(0.639, abs=0.002)

@@ -340,10 +340,15 @@ class EvaluateConfig:
     threshold: float = 0.5
     tta: bool = True
     min_component_px: tuple[int, ...] = (0, 4, 8, 16, 32)
+    max_components: tuple[int, ...] = (0,)
     overlays_per_group: int = 4
 
     def __post_init__(self) -> None:
         _require(0.0 < self.threshold < 1.0, "evaluate.threshold", "must lie in (0, 1)")
+        for key in ("min_component_px", "max_components"):
+            values = getattr(self, key)
+            _require(len(values) > 0 and min(values) >= 0, f"evaluate.{key}",
+                     f"must list candidates of at least 0 (0: no filter), got {list(values)}")
         _require(self.overlays_per_group >= 1, "evaluate.overlays_per_group", "must be at least 1")
 
 

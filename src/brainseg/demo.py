@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from brainseg.inference import PostProcess, mask_at_size
+from brainseg.inference import mask_at_size
 from brainseg.predict import DICOM_SUFFIXES, InputError, Predictor, UsageError, overlay, read_gray, write_image
 
 NOTICE = ("**Research use only, not for diagnosis.** This model has not been validated for clinical use; "
@@ -63,7 +63,7 @@ def segment_upload(predictor: Predictor, path: Path, threshold: float, out_dir: 
     except (InputError, OSError) as err:
         return Segmented([name, "error", None, None, str(err)])
     prob = predictor.probabilities(predictor.preprocess(gray)[None])[0]
-    post = PostProcess(threshold=threshold, tta=predictor.post.tta, min_component_px=predictor.post.min_component_px)
+    post = replace(predictor.post, threshold=threshold)
     mask = mask_at_size(prob, gray.shape, post)
     mask_file = out_dir / f"{stem or Path(name).stem}_mask.png"
     try:  # as brainseg-predict writes it: a 1-bit PNG, renamed into place

@@ -54,31 +54,35 @@ def flip_tta_probs(probs_of, images: np.ndarray, plain: np.ndarray) -> np.ndarra
     return merge_flipped(plain, probs_of(np.ascontiguousarray(images[:, :, ::-1])))
 
 
-def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, min_sizes,
+def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, min_sizes, max_counts=(0,),
                         box_labels: bool = False) -> dict:
-    """Threshold, TTA on/off and minimum component size with the best per-image mean Dice.
+    """Threshold, TTA on/off, minimum component size and most components kept with the best
+    per-image mean Dice.
 
     `candidates` maps tta -> validation probabilities. With `box_labels` the masks are scored as
     boxes (`component_boxes`) against the label boxes: the threshold at which each tumor just
     spans its box wins, and no outline is needed. Ties go to the simpler choice: no TTA, the
-    threshold nearest 0.5, the smallest size.
+    threshold nearest 0.5, the smallest size, every component kept (0), then the fewest.
     """
     as_labelled = component_boxes if box_labels else (lambda masks: masks)
     scored = []
     for tta, probs in candidates.items():
         for threshold in SWEEP:
             for min_pixels in sorted(set(min_sizes)):
-                masks = as_labelled(binarize(probs, threshold, min_pixels))
-                dice = summarize(per_image_table(masks, truth))["dice_mean"]
-                scored.append((-round(dice, 9), tta, abs(threshold - 0.5), min_pixels, float(threshold)))
-    neg_dice, tta, _, min_pixels, threshold = min(scored)
-    return {"threshold": threshold, "tta": tta, "min_component_px": min_pixels, "val_dice_mean": -neg_dice}
+                for max_count in sorted(set(max_counts)):
+                    masks = as_labelled(binarize(probs, threshold, min_pixels, max_count))
+                    dice = summarize(per_image_table(masks, truth))["dice_mean"]
+                    scored.append((-round(dice, 9), tta, abs(threshold - 0.5), min_pixels, max_count > 0, max_count,
+                                   float(threshold)))
+    neg_dice, tta, _, min_pixels, _, max_count, threshold = min(scored)
+    return {"threshold": threshold, "tta": tta, "min_component_px": min_pixels, "max_components": max_count,
+            "val_dice_mean": -neg_dice}
 
 
-def original_size_table(probs: np.ndarray, truths: list[np.ndarray], threshold: float, min_pixels: int) -> pd.DataFrame:
+def original_size_table(probs: np.ndarray, truths: list[np.ndarray], post: PostProcess = PostProcess()) -> pd.DataFrame:
     """Per-image metrics of the masks brainseg-predict would write, at each image's original size
-    (`mask_at_size`: small components dropped at the model's size, resized, thresholded)."""
-    post = PostProcess(threshold=threshold, min_component_px=min_pixels)
+    (`mask_at_size`: components filtered at the model's size, resized, thresholded; TTA, if any, is
+    already in `probs`)."""
     rows = []
     for prob, truth in zip(probs, truths):
         pred = mask_at_size(prob, truth.shape, post).astype(bool)
@@ -149,17 +153,17 @@ def _overlay_panels(images, truths, preds, table: pd.DataFrame, files: list[str]
 
 
 def score_against_reference(probs: np.ndarray, truths: list[np.ndarray], reference: list[np.ndarray],
-                            threshold: float, min_pixels: int, box_labels: bool = False) -> tuple[pd.DataFrame, dict]:
+                            post: PostProcess, box_labels: bool = False) -> tuple[pd.DataFrame, dict]:
     """Per-image table and summary of the predictions against a second truth, and how far the
     labels themselves are from it (for box labels against outlines: the perfect-box bound; with
     `box_labels` also the ellipses inscribed in the boxes, the target of train.labels: ellipse)."""
-    table = original_size_table(probs, reference, threshold, min_pixels)
+    table = original_size_table(probs, reference, post)
     scores = {"all": _rounded(summarize_original_size(table))}
     bounds = {"labels": truths}
     if box_labels:
         bounds["ellipses"] = [inscribed_ellipses(t) for t in truths]
     for name, masks in bounds.items():
-        bound = original_size_table([m.astype(np.float32) for m in masks], reference, 0.5, 0)
+        bound = original_size_table([m.astype(np.float32) for m in masks], reference)
         scores[f"{name}_vs_reference"] = _rounded(summarize_original_size(bound))
     return table, scores
 
@@ -181,32 +185,33 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     model, _ = load_checkpoint(model_path)
     probs_of = functools.partial(predict_probs, model, device=CPU)
 
-    # 1. Post-processing (threshold, flip TTA, smallest component) is chosen on validation only.
+    # 1. Post-processing (threshold, flip TTA, component filter) is chosen on validation only.
     chosen = choose_postprocessing(probs_of, data, cfg, params.train.box_labels, params.train.box_span)
     atomic_write_text(postprocess_path, json.dumps(chosen, indent=2) + "\n")
+    post = PostProcess.from_dict(chosen)
     # 2. Test predictions, scored per image against the labels at each image's original size.
     plain_probs = probs_of(test_images)
-    probs = flip_tta_probs(probs_of, test_images, plain_probs) if chosen["tta"] else plain_probs
-    preds = binarize(probs, chosen["threshold"], chosen["min_component_px"])  # at the model's resolution
+    probs = flip_tta_probs(probs_of, test_images, plain_probs) if post.tta else plain_probs
+    preds = binarize(probs, post.threshold, post.min_component_px, post.max_components)  # at the model's resolution
     truths = original_masks(raw_dir, test_rows, params.data.categories)
-    table = original_size_table(probs, truths, chosen["threshold"], chosen["min_component_px"])
+    table = original_size_table(probs, truths, post)
     table.insert(0, "file", test_rows["file"].tolist())
     table["tumor_pixels"] = [int(t.sum()) for t in truths]
     # 3. The same predictions against the reference set, when there is one.
     reference = None
     if reference_dir is not None:
-        reference = _score_reference(params, reference_dir, test_rows, probs, truths, chosen, table)
+        reference = _score_reference(params, reference_dir, test_rows, probs, truths, post, table)
     # 4. The headline figures and the supporting ones, with baselines through the same scoring path.
     metrics = _headline(table, chosen, reference, params.seed)
     details = _details(params, data, table, truths, plain_probs, preds, test_masks, reference)
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(details_path, json.dumps(details, indent=2) + "\n")
     # 5. Plots: threshold sweep, per-image rows, curves and overlays.
-    _plot(cfg, live_dir, plots_dir, test_images, test_masks, probs, preds, truths, table, chosen["threshold"])
+    _plot(cfg, live_dir, plots_dir, test_images, test_masks, probs, preds, truths, table, post.threshold)
 
     b = details["baselines"]
-    print(f"chosen on val: threshold {chosen['threshold']:g}, tta {chosen['tta']}, min component "
-          f"{chosen['min_component_px']} px; test dice {metrics['dice_mean']:.4f} (per-image mean), "
+    print(f"chosen on val: threshold {post.threshold:g}, tta {post.tta}, min component "
+          f"{post.min_component_px} px, components kept: {post.max_components or 'all'}; test dice {metrics['dice_mean']:.4f} (per-image mean), "
           f"{metrics['dice_global']:.4f} (global); baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, "
           f"untrained {b['untrained']['dice_mean']:.4f}, empty {b['empty']['dice_mean']:.4f} -> {metrics_path}")
     if reference is not None:
@@ -224,23 +229,22 @@ def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig, bo
     `probs_of`: uint8 slices N x S x S -> the model's probabilities; `box_labels`: the labels are
     boxes (train.labels: box or ellipse), of which a tumor spans the central `box_span` share per side."""
     if not cfg.tune_on_val:
-        return {"threshold": cfg.threshold, "tta": False, "min_component_px": 0}
+        return {"threshold": cfg.threshold, "tta": False, "min_component_px": 0, "max_components": 0}
     val_images, val_masks = data.subset("val")
     candidates = {False: probs_of(val_images)}
     if cfg.tta:
         candidates[True] = flip_tta_probs(probs_of, val_images, candidates[False])
     if box_labels:
         val_masks = scored_boxes(val_masks, box_span)
-    return tune_postprocessing(candidates, val_masks, cfg.min_component_px, box_labels)
+    return tune_postprocessing(candidates, val_masks, cfg.min_component_px, cfg.max_components, box_labels)
 
 
 def _score_reference(params: Params, reference_dir: Path, test_rows: pd.DataFrame, probs: np.ndarray,
-                     truths: list[np.ndarray], chosen: dict, table: pd.DataFrame) -> dict:
+                     truths: list[np.ndarray], post: PostProcess, table: pd.DataFrame) -> dict:
     """Scores against the reference set; adds its file and per-image scores to `table` as ref_* columns."""
     mapping = Path(params.reference.mapping) if params.reference.mapping else None
     ref_files, ref_truths = reference_masks(reference_dir, test_rows, mapping)
-    ref_table, reference = score_against_reference(probs, truths, ref_truths, chosen["threshold"],
-                                                   chosen["min_component_px"], params.train.box_labels)
+    ref_table, reference = score_against_reference(probs, truths, ref_truths, post, params.train.box_labels)
     table["ref_file"] = ref_files
     for column in ("dice", "iou", "hd95_px"):
         table[f"ref_{column}"] = ref_table[column].to_numpy()
@@ -277,8 +281,8 @@ def _details(params: Params, data: ProcessedData, table: pd.DataFrame, truths: l
     details = {
         "test_set": {k: scores[k] for k in TEST_SET_COUNTS},
         "training_size": _rounded(summarize(per_image_table(preds, test_masks))),
-        "untuned": _rounded(summarize_original_size(original_size_table(plain_probs, truths, 0.5, 0))),
-        "baselines": {name: _rounded(summarize_original_size(original_size_table(p, truths, 0.5, 0)))
+        "untuned": _rounded(summarize_original_size(original_size_table(plain_probs, truths))),
+        "baselines": {name: _rounded(summarize_original_size(original_size_table(p, truths)))
                       for name, p in baselines.items()},
     }
     details["baselines"]["intensity_threshold"]["z_threshold"] = intensity_t

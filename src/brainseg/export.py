@@ -21,7 +21,8 @@ from torch import nn
 from brainseg.config import ExportConfig
 from brainseg.io import atomic_output, atomic_write_text, temp_sibling
 from brainseg.errors import BrainsegError
-from brainseg.inference import MIN_COMPONENT_MEANING, MODEL_FORMAT_VERSION, TTA_MEANING, PostProcess
+from brainseg.inference import (MAX_COMPONENTS_MEANING, MIN_COMPONENT_MEANING, MODEL_FORMAT_VERSION, TTA_MEANING,
+                                PostProcess)
 from brainseg.model import load_checkpoint
 
 
@@ -142,6 +143,7 @@ def export(model_path: Path, out_dir: Path, cfg: ExportConfig, post: PostProcess
         "postprocess": {
             **post.to_dict(),
             "meaning": "brainseg.inference.mask_at_size: with tta, " + TTA_MEANING + "; " + MIN_COMPONENT_MEANING
+                       + "; " + MAX_COMPONENTS_MEANING
                        + "; resize the kept probabilities to the slice's size (bilinear); tumor where >= threshold",
         },
         "model": ckpt["model"],

@@ -101,7 +101,8 @@ def render_model_card(params: Params, spec: dict, test: dict, data_metrics: dict
         f"- Input: N x 1 x {size} x {size} float32 intensities in [0, 1] (area-resized slice); output: "
         "probabilities of the same shape.",
         f"- Post-processing chosen on the validation split: threshold {post['threshold']}, flip TTA "
-        f"{'on' if post['tta'] else 'off'}, components under {post['min_component_px']} px (at {size} px) dropped.",
+        f"{'on' if post['tta'] else 'off'}, components under {post['min_component_px']} px (at {size} px) dropped"
+        + (f", only the {post['max_components']} largest kept." if post.get("max_components") else "."),
         f"- Files: `{spec['files']['onnx']}` (ONNX, opset in the file), `{spec['files']['torchscript']}` "
         f"(TorchScript), `model.json` (the inference contract); best epoch {spec['best_epoch']}, "
         f"validation Dice {spec['val_dice']}.",

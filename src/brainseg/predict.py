@@ -35,7 +35,7 @@ import numpy as np
 from brainseg.io import atomic_write_bytes
 from brainseg.errors import listing
 from brainseg.imaging import IMAGE_SUFFIXES, read_grayscale, to_uint8
-from brainseg.inference import (MODEL_FORMAT_VERSION, PostProcess, mask_at_size, merge_flipped, resize_to_model,
+from brainseg.inference import (READABLE_FORMAT_VERSIONS, PostProcess, mask_at_size, merge_flipped, resize_to_model,
                                 unit_range)
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -172,9 +172,10 @@ class Predictor:
         try:
             spec = json.loads(spec_path.read_text())
             found = spec.get("format_version")
-            if found != MODEL_FORMAT_VERSION:
+            if found not in READABLE_FORMAT_VERSIONS:
                 raise UsageError(f"{spec_path} is a version {found} model description; this brainseg-predict reads "
-                                 f"version {MODEL_FORMAT_VERSION}: export the model again (dvc repro)")
+                                 f"versions {', '.join(map(str, READABLE_FORMAT_VERSIONS))}: export the model again "
+                                 "(dvc repro)")
             self.size = int(spec["input"]["shape"][-1])
             self.post = PostProcess.from_dict(spec["postprocess"])  # chosen on validation by evaluate
         except (ValueError, KeyError, IndexError, TypeError) as e:

@@ -68,7 +68,7 @@ LOSS = Rule("relative", 0.25)        # end-of-training losses: 8%
 RULES: list[tuple[str, Rule]] = [
     ("metrics/data.json:*", EXACT),                      # the data is generated and decoded bit for bit
     ("*images", EXACT), ("*tumors", EXACT),              # test-set counts
-    ("*threshold", REPORTED), ("*:tta", REPORTED), ("*min_component_px", REPORTED),
+    ("*threshold", REPORTED), ("*:tta", REPORTED), ("*min_component_px", REPORTED), ("*max_components", REPORTED),
     ("*best_epoch", REPORTED), ("metrics/train/metrics.json:step", REPORTED),
     ("metrics/train/metrics.json:lr", REPORTED),         # the schedule's value where training ended
     ("*hd95_px_*", DISTANCE),
