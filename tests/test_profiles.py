@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from dvc.utils.hydra import apply_overrides
 
 from brainseg.config import ConfigError, parse_params
-from brainseg.profiles import (SUMMARY_COLUMNS, append_record, changes_for, hydra_value, main, merge, overrides,
-                               paired_comparison, portable_argv, read_profile, summary_table, with_sets)
+from brainseg.profiles import (SUMMARY_COLUMNS, append_record, as_dvc_applies, changes_for, hydra_value, main, merge,
+                               overrides, paired_comparison, portable_argv, read_profile, summary_table)
 from tiny_repo import copy_repo, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,32 +20,24 @@ PROFILES = sorted((ROOT / "configs").glob("*.yaml"))
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def dvc_applied(base: dict, sets: list[str], tmp_path: Path) -> dict:
-    """params.yaml as `dvc exp run -S ...` would leave it: DVC's own override code."""
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(base, sort_keys=False))
-    apply_overrides(path, sets)
-    return yaml.safe_load(path.read_text())
-
-
 def test_profiles_are_shipped():
     assert {p.stem for p in PROFILES} >= {"kaggle-cpu", "kaggle-gpu"}
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)
-def test_each_profile_gives_valid_params_through_dvc(profile, tmp_path):
+def test_each_profile_gives_valid_params_through_dvc(profile):
     changes = read_profile(profile)
     expected = merge(BASE, changes)
     parse_params(expected)
     assert expected != BASE
-    assert dvc_applied(BASE, overrides(BASE, changes), tmp_path) == expected
+    assert as_dvc_applies(BASE, overrides(BASE, changes)) == expected
 
 
 def test_local_switches_source_and_survives_dvc_parsing(tmp_path):
     archive = tmp_path / "my data's copy (v2).zip"
     archive.write_bytes(b"")
     changes = changes_for(read_profile(ROOT / "configs" / "kaggle-cpu.yaml"), str(archive))
-    applied = dvc_applied(BASE, overrides(BASE, changes), tmp_path)
+    applied = as_dvc_applies(BASE, overrides(BASE, changes))
     assert applied["data"]["source"] == "local"
     assert applied["data"]["local_path"] == str(archive)
     assert applied == merge(BASE, changes)
@@ -55,16 +46,16 @@ def test_local_switches_source_and_survives_dvc_parsing(tmp_path):
 @pytest.mark.parametrize("value", [
     "1e-4", "true", "null", "42", "a b", "it's", "back\\slash", "ends\\", "mid\\'q", "C:\\data\\x.zip",
     "../rel/path.zip", "/abs/x-y_z.zip", "adamw", "", 0.0001, 3, False, None, [0, 4, 8], ["a", "b c"]])
-def test_values_keep_their_type_through_dvc(value, tmp_path):
+def test_values_keep_their_type_through_dvc(value):
     base = {"k": "placeholder"}
-    assert dvc_applied(base, [f"k={hydra_value(value)}"], tmp_path) == {"k": value}
+    assert as_dvc_applies(base, [f"k={hydra_value(value)}"]) == {"k": value}
 
 
-def test_keys_missing_from_params_yaml_are_added(tmp_path):
+def test_keys_missing_from_params_yaml_are_added():
     base = {"train": {"lr": 0.001}}
     sets = overrides(base, {"train": {"lr": 0.01, "grad_clip": 1.0}})
     assert sets == ["train.lr=0.01", "+train.grad_clip=1.0"]
-    assert dvc_applied(base, sets, tmp_path) == {"train": {"lr": 0.01, "grad_clip": 1.0}}
+    assert as_dvc_applies(base, sets) == {"train": {"lr": 0.01, "grad_clip": 1.0}}
 
 
 def test_bad_profile_is_refused_before_dvc_runs(tmp_path, capsys, monkeypatch):
@@ -113,17 +104,19 @@ def test_local_data_with_a_kaggle_reference_asks_for_the_reference(tmp_path, cap
     main(["configs/kaggle-cpu.yaml", "--local", str(archive), "--dry-run", "-S", "reference.source=none"])
 
 
-def test_user_sets_are_validated_with_the_profile(monkeypatch, tmp_path):
-    changed = with_sets(BASE, ["train.lr=0.002", "+train.augment.blur=0.2", "model.decoder_channels=[64,32,16,8,4]"])
-    assert changed["train"]["lr"] == 0.002 and changed["train"]["augment"]["blur"] == 0.2
+def test_user_sets_are_validated_as_dvc_applies_them(monkeypatch):
+    changed = as_dvc_applies(BASE, ["train.lr=0.002", "+train.new_key=0.2", "model.decoder_channels=[64,32,16,8,4]"])
+    assert changed["train"]["lr"] == 0.002 and changed["train"]["new_key"] == 0.2
     assert changed["model"]["decoder_channels"] == [64, 32, 16, 8, 4] and changed["train"]["epochs"] == BASE["train"]["epochs"]
-    assert changed == dvc_applied(BASE, ["train.lr=0.002", "train.augment.blur=0.2",
-                                         "model.decoder_channels=[64,32,16,8,4]"], tmp_path)
     monkeypatch.chdir(ROOT)
     with pytest.raises(ConfigError, match=r"kaggle-cpu\.yaml with -S train\.amp=fp8: train\.amp must be one of"):
         main(["configs/kaggle-cpu.yaml", "--dry-run", "-S", "train.amp=fp8"])
-    with pytest.raises(ConfigError, match=r"-S seed: expected KEY=VALUE"):
+    with pytest.raises(ConfigError, match=r"kaggle-cpu\.yaml with -S seed: Error parsing override 'seed'"):
         main(["configs/kaggle-cpu.yaml", "--dry-run", "-S", "seed"])
+    with pytest.raises(ConfigError, match=r"Could not append to config. An item is already at 'train\.lr'"):
+        main(["configs/kaggle-cpu.yaml", "--dry-run", "-S", "+train.lr=0.002"])
+    with pytest.raises(ConfigError, match=r"with -S \+train\.lrr=0\.002: unknown key train\.lrr"):
+        main(["configs/kaggle-cpu.yaml", "--dry-run", "-S", "+train.lrr=0.002"])
 
 
 def test_bf16_on_a_cpu_that_would_emulate_it_is_refused_before_dvc_runs(monkeypatch, capsys):

@@ -20,6 +20,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -97,19 +98,20 @@ def overrides(base: dict, changes: dict, sets: list[str] = ()) -> list[str]:
             for key, value in flatten(changes).items() if key not in own] + list(sets)
 
 
-def with_sets(params: dict, sets: list[str]) -> dict:
-    """`params` with the `-S KEY=VALUE` overrides applied, values read as YAML (as Hydra reads them)."""
-    changes: dict = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key.lstrip("+"):
-            raise ConfigError(f"-S {item}: expected KEY=VALUE, e.g. -S train.lr=0.0003")
-        *parents, leaf = key.lstrip("+").split(".")
-        node = changes
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return merge(params, changes)
+def as_dvc_applies(base: dict, sets: list[str]) -> dict:
+    """`base` as `dvc exp run -S ...` leaves params.yaml: DVC's own override code (Hydra's grammar) on a copy,
+    so what is validated here is exactly what the stages will read."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(yaml.safe_dump(base, sort_keys=False))
+        try:
+            apply_overrides(path, sets)
+        except InvalidArgumentError as err:  # its own text is generic; Hydra's, the cause, names the override
+            raise ConfigError("; ".join(line for line in str(err.__cause__ or err).splitlines() if line)) from None
+        return yaml.safe_load(path.read_text())
 
 
 def check_can_train(params: Params) -> None:
@@ -377,17 +379,14 @@ def main(argv: list[str] | None = None) -> None:
             and not any(s.startswith("reference.source=") for s in args.sets)):
         raise ConfigError(f"{args.profile} also fetches a reference set from Kaggle; with --local, pass --reference "
                           "PATH (its zip or folder) too, or -S reference.source=none to go without it")
+    sets = overrides(base, changes, args.sets)
     try:
-        params = parse_params(merge(base, changes))
+        params = parse_params(as_dvc_applies(base, sets))
     except ConfigError as err:
-        raise ConfigError(f"{args.profile}: {err}") from None
-    if args.sets:
-        try:
-            params = parse_params(with_sets(merge(base, changes), args.sets))
-        except ConfigError as err:
-            raise ConfigError(f"{args.profile} with -S {' -S '.join(args.sets)}: {err}") from None
+        given = f"{args.profile} with -S {' -S '.join(args.sets)}" if args.sets else f"{args.profile}"
+        raise ConfigError(f"{given}: {err}") from None
     name = args.name or args.profile.stem
-    command = exp_command(name, overrides(base, changes, args.sets), extra)
+    command = exp_command(name, sets, extra)
     print(shlex.join(command), flush=True)
     if args.record and "--queue" in extra:
         raise ConfigError("--record cannot record a queued run: it runs later, under `dvc queue start`. "
