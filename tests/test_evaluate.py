@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from brainseg.evaluate import original_size_sweep, original_size_table, summarize_original_size
+from brainseg.evaluate import SWEEP, original_size_sweep, original_size_table, summarize_original_size, tune_postprocessing
 from brainseg.inference import PostProcess
 
 
@@ -58,3 +58,15 @@ def test_threshold_sweep_at_original_size():
     assert list(sweep.threshold) == [0.1, 0.5, 0.9]
     assert sweep.recall.is_monotonic_decreasing
     assert sweep.precision.iloc[1] > sweep.precision.iloc[0]
+
+
+def test_a_probability_exactly_at_a_swept_threshold_is_tumor_when_tuned_tested_and_predicted():
+    assert float(np.float32(0.7)) < 0.7  # compared in float64, a float32 0.7 would fall below the threshold 0.7
+    probs = np.zeros((1, 8, 8), np.float32)
+    probs[0, 2:6, 2:6] = 0.7
+    truth = (probs > 0).astype(np.uint8)
+    chosen = tune_postprocessing({False: probs}, truth, (0,))
+    assert chosen["val_dice_mean"] == 1.0 and chosen["threshold"] == 0.5  # 0.55 ... 0.7 tie with 0.5
+    sweep = original_size_sweep(probs, [truth[0]], SWEEP).set_index("threshold")
+    assert sweep.loc[0.7, "dice_mean"] == 1.0 and sweep.loc[0.75, "dice_mean"] == 0.0
+    assert original_size_table(probs, [truth[0]], PostProcess(threshold=0.7)).dice[0] == 1.0

@@ -80,8 +80,8 @@ def test_mask_at_size_drops_small_components_at_the_model_size_then_resizes():
     assert with_speck[24:, 36:].any()
     prob[13:16, 13:16] = 0.95  # 9 px: survives min_component_px 4, not max_components 1
     assert mask_at_size(prob, (32, 48), PostProcess(threshold=0.5, min_component_px=4))[24:, 36:].any()
-    assert np.array_equal(mask_at_size(prob, (32, 48), PostProcess(threshold=0.5, min_component_px=4, max_components=1)),
-                          mask)
+    largest_only = PostProcess(threshold=0.5, min_component_px=4, max_components=1)
+    assert np.array_equal(mask_at_size(prob, (32, 48), largest_only), mask)
 
 
 def test_merge_flipped_averages_with_the_mirror_image_flipped_back():
@@ -95,7 +95,8 @@ def test_postprocess_round_trip_and_checks(tmp_path):
     path = tmp_path / "postprocess.json"
     path.write_text(json.dumps({**post.to_dict(), "val_dice_mean": 0.8}))
     assert read_postprocess(path) == post
-    path.write_text(json.dumps({"threshold": 0.35, "tta": True, "min_component_px": 16}))  # written before max_components
+    # written before max_components existed
+    path.write_text(json.dumps({"threshold": 0.35, "tta": True, "min_component_px": 16}))
     assert read_postprocess(path) == PostProcess(threshold=0.35, tta=True, min_component_px=16, max_components=0)
     path.write_text(json.dumps({"threshold": 0.35}))
     with pytest.raises(BrainsegError, match=r"postprocess\.json .*lacks 'tta'.*rerun the evaluate stage"):

@@ -24,8 +24,10 @@ from brainseg.plots import curves_figure, overlay_grid
 from brainseg.inference import PostProcess, binarize, mask_at_size, merge_flipped
 
 CPU = torch.device("cpu")  # evaluation runs where users will run the exported model
-SWEEP = np.round(np.arange(0.05, 0.96, 0.05), 2)
-INTENSITY_SWEEP = np.round(np.arange(0.0, 4.01, 0.1), 2)
+# Python floats, as a threshold read from postprocess.json is: NumPy compares them in the maps' own float32,
+# so validation, test and brainseg-predict agree on a value that lies exactly at a threshold.
+SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
+INTENSITY_SWEEP = tuple(round(0.1 * k, 1) for k in range(41))
 # Facts of the test set, not of the model: kept out of metrics/test.json so experiments compare on scores.
 TEST_SET_COUNTS = ("images", "tumor_free_images", "tumors")
 # Scores against the reference set shown beside the primary ones (all of them are in the details).
@@ -45,7 +47,7 @@ def intensity_baseline(val: tuple[np.ndarray, np.ndarray], test_images: np.ndarr
     test predictions."""
     z_val = standardize(val[0])
     scores = [summarize(per_image_table(z_val > t, val[1]))["dice_mean"] for t in INTENSITY_SWEEP]
-    best_t = float(INTENSITY_SWEEP[int(np.argmax(scores))])
+    best_t = INTENSITY_SWEEP[int(np.argmax(scores))]
     return best_t, standardize(test_images) > best_t
 
 
@@ -114,7 +116,7 @@ def summarize_original_size(table: pd.DataFrame) -> dict:
     }
 
 
-def original_size_sweep(probs: np.ndarray, truths: list[np.ndarray], thresholds: np.ndarray) -> pd.DataFrame:
+def original_size_sweep(probs: np.ndarray, truths: list[np.ndarray], thresholds) -> pd.DataFrame:
     """Metrics at each probability threshold, at the original sizes: PR and Dice-vs-threshold data."""
     counts = np.zeros((len(thresholds), len(probs), 3), dtype=np.int64)
     for i, (prob, truth) in enumerate(zip(probs, truths)):
@@ -210,8 +212,8 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     _plot(cfg, live_dir, plots_dir, test_images, test_masks, probs, preds, truths, table, post.threshold)
 
     b = details["baselines"]
-    print(f"chosen on val: threshold {post.threshold:g}, tta {post.tta}, min component "
-          f"{post.min_component_px} px, components kept: {post.max_components or 'all'}; test dice {metrics['dice_mean']:.4f} (per-image mean), "
+    print(f"chosen on val: threshold {post.threshold:g}, tta {post.tta}, min component {post.min_component_px} px, "
+          f"components kept: {post.max_components or 'all'}; test dice {metrics['dice_mean']:.4f} (per-image mean), "
           f"{metrics['dice_global']:.4f} (global); baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, "
           f"untrained {b['untrained']['dice_mean']:.4f}, empty {b['empty']['dice_mean']:.4f} -> {metrics_path}")
     if reference is not None:

@@ -101,8 +101,6 @@ def filter_components(mask: np.ndarray, min_pixels: int, max_components: int = 0
 def binarize(probs: np.ndarray, threshold: float, min_pixels: int = 0, max_components: int = 0) -> np.ndarray:
     """Masks (uint8 {0, 1}) at the model's size for one H x W map or a batch N x H x W."""
     masks = (probs >= threshold).astype(np.uint8)
-    if min_pixels <= 1 and max_components == 0:
-        return masks
     if masks.ndim == 2:
         return filter_components(masks, min_pixels, max_components)
     return np.stack([filter_components(m, min_pixels, max_components) for m in masks])
