@@ -24,7 +24,8 @@ def main() -> None:
     # Said whatever train.labels is: that key is not this stage's parameter (changing it reruns training only).
     if labels_are_boxes(audit):
         print("preprocess: the labels are boxes, not tumor outlines; trained as masks (train.labels: mask) the model "
-              "learns to draw boxes; train.labels: ellipse (best so far) or train.labels: box learns a shape inside them (README: \"Labels that are boxes\")")
+              "learns to draw boxes; train.labels: ellipse (best so far) or train.labels: box learns a shape inside "
+              "them (README: \"Labels that are boxes\")")
 
 
 if __name__ == "__main__":

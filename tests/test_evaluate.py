@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from brainseg.evaluate import SWEEP, original_size_sweep, original_size_table, summarize_original_size, tune_postprocessing
+from brainseg.evaluate import (SWEEP, original_size_sweep, original_size_table, summarize_original_size,
+                               tune_postprocessing)
 from brainseg.inference import PostProcess
 
 

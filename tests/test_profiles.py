@@ -107,7 +107,8 @@ def test_local_data_with_a_kaggle_reference_asks_for_the_reference(tmp_path, cap
 def test_user_sets_are_validated_as_dvc_applies_them(monkeypatch):
     changed = as_dvc_applies(BASE, ["train.lr=0.002", "+train.new_key=0.2", "model.decoder_channels=[64,32,16,8,4]"])
     assert changed["train"]["lr"] == 0.002 and changed["train"]["new_key"] == 0.2
-    assert changed["model"]["decoder_channels"] == [64, 32, 16, 8, 4] and changed["train"]["epochs"] == BASE["train"]["epochs"]
+    assert changed["model"]["decoder_channels"] == [64, 32, 16, 8, 4]
+    assert changed["train"]["epochs"] == BASE["train"]["epochs"]
     monkeypatch.chdir(ROOT)
     with pytest.raises(ConfigError, match=r"kaggle-cpu\.yaml with -S train\.amp=fp8: train\.amp must be one of"):
         main(["configs/kaggle-cpu.yaml", "--dry-run", "-S", "train.amp=fp8"])

@@ -249,7 +249,8 @@ class BoxLossConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             _require(getattr(self, f.name) >= 0, f"{self.KEY}.{f.name}", "must not be negative")
-        _require(0 < self.span <= 1, f"{self.KEY}.span", f"is a share of the box side and must lie in (0, 1], got {self.span}")
+        _require(0 < self.span <= 1, f"{self.KEY}.span",
+                 f"is a share of the box side and must lie in (0, 1], got {self.span}")
         _require(self.outside + self.projection > 0, f"{self.KEY}.outside/projection",
                  "must not both be 0: the pairwise term alone is satisfied by an empty mask")
 

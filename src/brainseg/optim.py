@@ -64,7 +64,8 @@ class LRSchedule:
 
     @property
     def lr(self) -> float:
-        return self.cfg.lr * self.plateau_scale * lr_factor(self.step_count, self.total, self.warmup, self.cfg.scheduler)
+        factor = lr_factor(self.step_count, self.total, self.warmup, self.cfg.scheduler)
+        return self.cfg.lr * self.plateau_scale * factor
 
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:

@@ -6,8 +6,9 @@ INPUT: image files or folders (searched recursively) of PNG/JPEG/TIFF/BMP, 8 or 
 RGB, any size; DICOM too when pydicom is installed. For every input, DIR gets `<stem>_mask.png`
 (0/255 at the original resolution), and with `--overlay png` or `--overlay jpg` also
 `<stem>_overlay.<png|jpg>` (the image with the tumor outline in red; a PNG overlay costs more CPU
-than the model at 128 px, a JPEG about a tenth of it); the run writes `report.csv` and `report.json`. It refuses to replace files already in DIR unless `--overwrite` is
-given, and never reads DIR's files as inputs when DIR lies inside an input folder.
+than the model at 128 px, a JPEG about a tenth of it); the run writes `report.csv` and `report.json`.
+It refuses to replace files already in DIR unless `--overwrite` is given, and never reads DIR's files
+as inputs when DIR lies inside an input folder.
 Exit code 0: all inputs segmented;
 1: some inputs failed (named on stderr and in the report); 2: usage error (e.g. missing model).
 

@@ -317,11 +317,13 @@ def summary_table(runs: list[dict]) -> str:
                  f"{r['train']['best_epoch']} of {r['params']['train']['epochs']}", _hardware_text(r["hardware"]),
                  f"{r['wall_time_s'] / 60:.0f} min"]
         test = flatten(r["test"])
-        cells += [format(test[key], fmt) if test.get(key) is not None else "—" for key, fmt in SUMMARY_COLUMNS.values()]
+        cells += [format(test[key], fmt) if test.get(key) is not None else "—"
+                  for key, fmt in SUMMARY_COLUMNS.values()]
         lines.append("| " + " | ".join(cells) + " |")
     groups: dict[str, list[dict]] = {}
     for r in runs:
-        groups.setdefault(json.dumps({k: v for k, v in r["params"].items() if k != "seed"}, sort_keys=True), []).append(r)
+        all_but_seed = json.dumps({k: v for k, v in r["params"].items() if k != "seed"}, sort_keys=True)
+        groups.setdefault(all_but_seed, []).append(r)
     for group in groups.values():
         if len(group) < 2:
             continue

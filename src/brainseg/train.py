@@ -208,7 +208,8 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     # untrained baseline rebuilds them); DDP then copies rank 0's to every process.
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = initial_model(params.model, params.seed).to(device, memory_format=memory_format)
-    model = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None) if ctx.world > 1 else net
+    device_ids = [device] if device.type == "cuda" else None
+    model = DistributedDataParallel(net, device_ids=device_ids) if ctx.world > 1 else net
     torch.manual_seed(params.seed + ctx.rank)  # processes share weights, not their dropout draws
     optimizer = build_optimizer(net.parameters(), cfg)
     schedule = LRSchedule(optimizer, cfg, len(loader))
