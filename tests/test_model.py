@@ -1,3 +1,6 @@
+import re
+
+import numpy as np
 import pytest
 import segmentation_models_pytorch as smp
 import torch
@@ -169,3 +172,33 @@ def test_an_opset_the_exporter_cannot_write_is_an_error_not_a_silent_fallback(tm
     with pytest.raises(ExportError, match="export.opset is 99, but the ONNX exporter wrote opset 18"):
         _export_onnx(net, torch.rand(1, 1, 8, 8), tmp_path / "m.onnx", opset=99)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_disagreement_counts_the_mask_pixels_that_cross_the_threshold():
+    from brainseg.export import disagreement
+
+    reference = np.array([0.2, 0.4999, 0.5, 0.9], dtype=np.float32)
+    exported = np.array([0.2, 0.5001, 0.4999, 0.9], dtype=np.float32)
+    largest, flips = disagreement(reference, exported, 0.5)
+    assert flips == 2 and largest == pytest.approx(2e-4, rel=1e-3)
+    assert disagreement(reference, reference + np.float32(0.05), 0.97) == (pytest.approx(0.05), 0)
+
+
+def test_an_export_beyond_tolerance_names_the_mask_disagreement_and_the_fix(tmp_path, monkeypatch):
+    import brainseg.export as export_module
+    from brainseg.config import ExportConfig
+    from brainseg.inference import PostProcess
+
+    cfg = ModelConfig(dropout=0.0)
+    save_checkpoint(tmp_path / "model.pt", build_model(cfg).eval().state_dict(), cfg, 64, epoch=1, val_dice=0.5)
+    run_onnx = export_module._run_onnx
+    # ONNX Runtime shifted by 2e-3 everywhere: what float32 rounding does to a sharply trained model
+    monkeypatch.setattr(export_module, "_run_onnx", lambda path, inputs: run_onnx(path, inputs) + np.float32(2e-3))
+    samples = np.random.default_rng(0).integers(0, 256, (2, 64, 64), dtype=np.uint8)
+    with pytest.raises(export_module.ExportError) as failure:
+        export_module.export(tmp_path / "model.pt", tmp_path / "out", ExportConfig(tolerance=1e-3),
+                             PostProcess(threshold=0.5), samples)
+    assert re.search(r"max \|diff\| ONNX 2\.00e-03, TorchScript 0\.00e\+00 > export\.tolerance 0\.001; their masks at "
+                     r"threshold 0\.5 differ in \d+ and 0 of 8192 pixels", str(failure.value))
+    assert "-S export.tolerance=" in str(failure.value)
+    assert not (tmp_path / "out" / "model.json").exists()
