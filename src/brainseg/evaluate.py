@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -75,7 +76,7 @@ def tune_postprocessing(candidates: dict[bool, np.ndarray], truth: np.ndarray, m
                     masks = as_labelled(binarize(probs, threshold, min_pixels, max_count))
                     dice = summarize(per_image_table(masks, truth))["dice_mean"]
                     scored.append((-round(dice, 9), tta, abs(threshold - 0.5), min_pixels, max_count > 0, max_count,
-                                   float(threshold)))
+                                   threshold))
     neg_dice, tta, _, min_pixels, _, max_count, threshold = min(scored)
     return {"threshold": threshold, "tta": tta, "min_component_px": min_pixels, "max_components": max_count,
             "val_dice_mean": -neg_dice}
@@ -116,7 +117,7 @@ def summarize_original_size(table: pd.DataFrame) -> dict:
     }
 
 
-def original_size_sweep(probs: np.ndarray, truths: list[np.ndarray], thresholds) -> pd.DataFrame:
+def original_size_sweep(probs: np.ndarray, truths: list[np.ndarray], thresholds: Sequence[float]) -> pd.DataFrame:
     """Metrics at each probability threshold, at the original sizes: PR and Dice-vs-threshold data."""
     counts = np.zeros((len(thresholds), len(probs), 3), dtype=np.int64)
     for i, (prob, truth) in enumerate(zip(probs, truths)):

@@ -85,7 +85,7 @@ def filter_components(mask: np.ndarray, min_pixels: int, max_components: int = 0
     """uint8 {0, 1} mask without the 8-connected components of fewer than `min_pixels` pixels and,
     with `max_components` > 0, without all but that many of the largest of the rest (ties: the first
     in scan order). One tumor per slice makes max_components 1 drop every false positive elsewhere."""
-    mask = mask.astype(np.uint8)
+    mask = np.asarray(mask, dtype=np.uint8)  # no copy when it already is one
     if (min_pixels <= 1 and max_components == 0) or not mask.any():
         return mask
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -103,7 +103,9 @@ def binarize(probs: np.ndarray, threshold: float, min_pixels: int = 0, max_compo
     masks = (probs >= threshold).astype(np.uint8)
     if masks.ndim == 2:
         return filter_components(masks, min_pixels, max_components)
-    return np.stack([filter_components(m, min_pixels, max_components) for m in masks])
+    for i, mask in enumerate(masks):  # in place: the validation sweep calls this for every setting
+        masks[i] = filter_components(mask, min_pixels, max_components)
+    return masks
 
 
 def mask_at_size(prob: np.ndarray, shape: tuple[int, int], post: PostProcess) -> np.ndarray:
