@@ -1,3 +1,4 @@
+import json
 import re
 
 import numpy as np
@@ -184,21 +185,50 @@ def test_disagreement_counts_the_mask_pixels_that_cross_the_threshold():
     assert disagreement(reference, reference + np.float32(0.05), 0.97) == (pytest.approx(0.05), 0)
 
 
-def test_an_export_beyond_tolerance_names_the_mask_disagreement_and_the_fix(tmp_path, monkeypatch):
+@pytest.fixture
+def checkpoint(tmp_path):
+    cfg = ModelConfig(dropout=0.0)
+    save_checkpoint(tmp_path / "model.pt", build_model(cfg).eval().state_dict(), cfg, 64, epoch=1, val_dice=0.5)
+    return tmp_path / "model.pt"
+
+
+SAMPLES = np.random.default_rng(0).integers(0, 256, (2, 64, 64), dtype=np.uint8)
+
+
+def test_an_export_beyond_tolerance_names_the_mask_disagreement_and_the_fix(checkpoint, tmp_path, monkeypatch):
     import brainseg.export as export_module
     from brainseg.config import ExportConfig
     from brainseg.inference import PostProcess
 
-    cfg = ModelConfig(dropout=0.0)
-    save_checkpoint(tmp_path / "model.pt", build_model(cfg).eval().state_dict(), cfg, 64, epoch=1, val_dice=0.5)
     run_onnx = export_module._run_onnx
     # ONNX Runtime shifted by 2e-3 everywhere: what float32 rounding does to a sharply trained model
     monkeypatch.setattr(export_module, "_run_onnx", lambda path, inputs: run_onnx(path, inputs) + np.float32(2e-3))
-    samples = np.random.default_rng(0).integers(0, 256, (2, 64, 64), dtype=np.uint8)
     with pytest.raises(export_module.ExportError) as failure:
-        export_module.export(tmp_path / "model.pt", tmp_path / "out", ExportConfig(tolerance=1e-3),
-                             PostProcess(threshold=0.5), samples)
+        export_module.export(checkpoint, tmp_path / "out", ExportConfig(tolerance=1e-3), PostProcess(threshold=0.5),
+                             SAMPLES)
     assert re.search(r"max \|diff\| ONNX 2\.00e-03, TorchScript 0\.00e\+00 > export\.tolerance 0\.001; their masks at "
                      r"threshold 0\.5 differ in \d+ and 0 of 8192 pixels", str(failure.value))
     assert "-S export.tolerance=" in str(failure.value)
     assert not (tmp_path / "out" / "model.json").exists()
+
+
+def test_export_records_the_version_without_installed_package_metadata(checkpoint, tmp_path, monkeypatch):
+    """As when the stages run with PYTHONPATH=src and brainseg is not installed: the export (the last
+    stage) once failed there, after the whole run, on importlib.metadata."""
+    import importlib.metadata
+
+    import brainseg
+    from brainseg.config import ExportConfig
+    from brainseg.export import export
+    from brainseg.inference import PostProcess
+
+    found = importlib.metadata.Distribution.from_name
+
+    def without_brainseg(name):
+        if name == "brainseg":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return found(name)
+
+    monkeypatch.setattr(importlib.metadata.Distribution, "from_name", staticmethod(without_brainseg))
+    export(checkpoint, tmp_path / "out", ExportConfig(), PostProcess(), SAMPLES)
+    assert json.loads((tmp_path / "out" / "model.json").read_text())["brainseg_version"] == brainseg.__version__

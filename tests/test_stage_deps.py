@@ -18,8 +18,8 @@ PACKAGE_ROOT = ROOT / "src"
 
 # Modules that cannot change what a stage writes, so need not rerun it when edited.
 NOT_OUTPUT_BEARING = {
-    "src/brainseg/__init__.py",       # empty package markers
-    "src/brainseg/data/__init__.py",
+    "src/brainseg/__init__.py",       # package markers; brainseg's also holds __version__, which only export
+    "src/brainseg/data/__init__.py",  # writes (model.json), so export alone depends on it
     "src/brainseg/cli.py",            # turns a BrainsegError into a message and exit code 2
     "src/brainseg/errors.py",         # the BrainsegError class itself
 }

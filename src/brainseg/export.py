@@ -11,13 +11,13 @@ import hashlib
 import json
 import warnings
 import zipfile
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from brainseg import __version__
 from brainseg.config import ExportConfig
 from brainseg.io import atomic_output, atomic_write_text, temp_sibling
 from brainseg.errors import BrainsegError
@@ -143,7 +143,7 @@ def export(model_path: Path, out_dir: Path, cfg: ExportConfig, post: PostProcess
 
     spec = {
         "format_version": MODEL_FORMAT_VERSION,
-        "brainseg_version": version("brainseg"),
+        "brainseg_version": __version__,  # not the installed metadata: a PYTHONPATH=src run has none
         "files": {"onnx": onnx_path.name, "torchscript": ts_path.name},
         "input": {
             "name": "image", "shape": ["batch", 1, size, size], "dtype": "float32",
