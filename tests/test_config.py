@@ -42,6 +42,7 @@ def test_scientific_notation_string_from_dvc_exp_run():
     ({"train": {"devices": 0}}, "train.devices"),
     ({"train": {"dice_weight": 0, "bce_weight": 0}}, "train.dice_weight/bce_weight/focal_weight"),
     ({"train": {"grad_clip": -1}}, "train.grad_clip"),
+    ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
     ({"train": {"channels_last": "yes"}}, "train.channels_last"),
     ({"train": {"augment": {"elastic": 2}}}, "train.augment.elastic"),
     ({"model": {"encoder_weights": "/home/me/resnet18.pth"}}, "model.encoder_weights"),

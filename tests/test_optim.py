@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from brainseg.config import TrainConfig
-from brainseg.optim import LRSchedule, build_optimizer, lr_factor
+from brainseg.optim import LRSchedule, WeightAverage, build_optimizer, lr_factor
 
 
 @pytest.mark.parametrize("kind", ["cosine", "poly", "plateau", "none"])
@@ -67,3 +67,57 @@ def test_optimizers(name, cls):
     assert optimizer.param_groups[0]["weight_decay"] == 0.01
     if name == "sgd":
         assert optimizer.param_groups[0]["nesterov"] and optimizer.param_groups[0]["momentum"] == 0.9
+
+
+def _net_with_batch_norm() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+
+
+def _set_weights(net: torch.nn.Module, value: float, batches: int) -> None:
+    """Put every floating tensor of `net` at `value` and its batch counter at `batches`."""
+    with torch.no_grad():
+        for name, tensor in net.state_dict().items():
+            tensor.fill_(value if tensor.is_floating_point() else batches)
+
+
+def test_weight_average_follows_the_warmed_up_recurrence_and_copies_counters():
+    net = _net_with_batch_norm()
+    _set_weights(net, 0.0, 0)
+    average = WeightAverage(net, decay=0.9)
+    expected = 0.0
+    for n, value in enumerate([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0], start=1):
+        _set_weights(net, value, n)
+        average.update()
+        keep = min(0.9, (1 + n) / (10 + n))  # the ramp reaches 0.9 at n = 80
+        expected = keep * expected + (1 - keep) * value
+        assert average.current_decay() == pytest.approx(keep)
+    state = average.module.state_dict()
+    for name, tensor in state.items():
+        if tensor.is_floating_point():  # weights and batch-norm statistics alike
+            torch.testing.assert_close(tensor, torch.full_like(tensor, expected))
+        else:
+            assert int(tensor) == 12
+    assert float(net[0].weight[0, 0]) == 12.0, "the trained network is left as it is"
+    assert not any(p.requires_grad for p in average.module.parameters())
+
+
+def test_weight_average_state_resumes_the_same_average():
+    torch.manual_seed(0)
+    net = _net_with_batch_norm()
+    steps = [torch.randn(4, 2) for _ in range(6)]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    uninterrupted = WeightAverage(net, decay=0.5)
+    resumed = None
+    for i, batch in enumerate(steps):
+        optimizer.zero_grad()
+        net(batch).square().mean().backward()
+        optimizer.step()
+        uninterrupted.update()
+        if resumed:
+            resumed.update()
+        if i == 2:  # a new run: a fresh copy of the network, the saved average loaded into it
+            resumed = WeightAverage(net, decay=0.5)
+            resumed.load_state_dict(uninterrupted.state_dict())
+    for name, tensor in uninterrupted.module.state_dict().items():
+        assert torch.equal(tensor, resumed.module.state_dict()[name]), name
+    assert resumed.updates == len(steps)

@@ -121,8 +121,12 @@ def test_bf16_on_cpu_is_reproducible_and_really_bf16(prepared, reference, tmp_pa
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result(prepared, reference, tmp_path):
-    ws = _workspace(prepared, tmp_path, "killed")
+@pytest.mark.parametrize("train", [{}, {"ema_decay": 0.9}], ids=["plain", "weight-average"])
+def test_killed_run_resumes_to_the_same_result(prepared, reference, tmp_path, train):
+    if train:  # the uninterrupted run with the same settings
+        reference = _workspace(prepared, tmp_path, "uninterrupted", **train)
+        _train(reference)
+    ws = _workspace(prepared, tmp_path, "killed", **train)
     process = subprocess.Popen([sys.executable, str(ROOT / "stages/train.py")], cwd=ws,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     saved_epoch, deadline = 0, time.monotonic() + 300
@@ -180,8 +184,8 @@ def test_two_processes_with_gloo_match_one(prepared, reference, tmp_path):
     {"optimizer": "sgd", "lr": 0.01, "scheduler": "onecycle", "focal_weight": 1.0, "grad_clip": 1.0,
      "channels_last": True, "amp": "bf16", "augment": {**TINY_AUGMENT, "elastic": 0.5, "blur": 0.5}},
     {"optimizer": "adamw", "weight_decay": 0.01, "scheduler": "plateau", "plateau_patience": 1, "num_workers": 2,
-     "patch_size": 32, "foreground_patches": 0.5},
-], ids=["sgd-onecycle-focal-clip-channels_last-amp", "adamw-plateau-workers-patches"])
+     "patch_size": 32, "foreground_patches": 0.5, "ema_decay": 0.99},
+], ids=["sgd-onecycle-focal-clip-channels_last-amp", "adamw-plateau-workers-patches-average"])
 def test_training_options_run_end_to_end(prepared, tmp_path, options):
     if not NATIVE_BF16:  # the other options still run end to end, in float32
         options = {**options, "amp": "none"}

@@ -274,6 +274,7 @@ class TrainConfig:
     focal_weight: float = 0.0
     focal_gamma: float = 2.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
+    ema_decay: float = 0.0  # per-step decay of a moving average of the weights, validated and saved; 0 = off
     amp: str = "none"
     channels_last: bool = False
     device: str = "auto"
@@ -325,6 +326,7 @@ class TrainConfig:
                  "must be non-negative and not all zero")
         _require(self.focal_gamma >= 0, "train.focal_gamma", "must not be negative")
         _require(self.grad_clip >= 0, "train.grad_clip", "must not be negative (0 turns clipping off)")
+        _require(0 <= self.ema_decay < 1, "train.ema_decay", "must lie in [0, 1) (0 turns the average off)")
         _one_of(self.amp, AMP_MODES, "train.amp")
         _one_of(self.device, DEVICES, "train.device")
         _require(self.num_workers >= 0, "train.num_workers", "must not be negative")

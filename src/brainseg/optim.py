@@ -1,7 +1,8 @@
-"""Optimizers and the learning-rate schedule, built from `train` params."""
+"""Optimizers, the learning-rate schedule and the moving average of the weights, built from `train` params."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 
@@ -99,3 +100,41 @@ class LRSchedule:
         self.plateau_best = float(state["plateau_best"])
         self.plateau_bad_epochs = int(state["plateau_bad_epochs"])
         self._apply()
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights and batch-norm statistics (Polyak averaging).
+
+    After every optimizer step of `net`, `module` moves a share (1 - d) of the way towards the trained network,
+    so it averages roughly the last 1 / (1 - d) steps: the noise of single minibatches and of the
+    last epochs' wandering cancels, as in an ensemble of nearby checkpoints, at no training cost.
+    d ramps up as min(decay, (1 + n) / (10 + n)) after n updates, so the random initial weights are
+    forgotten within the first steps. Integer buffers (batch-norm's batch counter) are copied.
+    `state_dict` holds what a resumed run needs to continue the same average.
+    """
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        self.net, self.decay, self.updates = net, decay, 0
+        self.module = copy.deepcopy(net).eval().requires_grad_(False)
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Call after each optimizer step of `net`."""
+        self.updates += 1
+        keep = self.current_decay()
+        trained = self.net.state_dict()
+        for name, average in self.module.state_dict().items():
+            if average.is_floating_point():
+                average.lerp_(trained[name].detach(), 1.0 - keep)
+            else:
+                average.copy_(trained[name])
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "weights": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        self.module.load_state_dict(state["weights"])

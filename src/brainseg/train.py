@@ -31,7 +31,7 @@ from brainseg.lesions import component_boxes, scored_boxes
 from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
 from brainseg.metrics import dice_scores
 from brainseg.model import initial_model, model_batches, save_checkpoint, to_model_input
-from brainseg.optim import LRSchedule, build_optimizer
+from brainseg.optim import LRSchedule, WeightAverage, build_optimizer
 
 STATE_FILE = "last.pt"
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -216,6 +216,12 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     criterion = build_criterion(cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     resumable = {"model": net, "optimizer": optimizer, "schedule": schedule, "scaler": scaler}
+    # With train.ema_decay, a moving average of the weights is what validation scores and the
+    # checkpoint keeps; the trained network only feeds it.
+    average = WeightAverage(net, cfg.ema_decay) if cfg.ema_decay else None
+    if average:
+        resumable["average"] = average
+    scored = average.module if average else net
 
     # A killed run with the same params, data and code continues where it stopped.
     fingerprint = training_state.fingerprint(
@@ -234,14 +240,14 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
                     tqdm.write(f"early stop: no val dice gain for {cfg.patience} epochs")
                 break
             train_loss = _train_epoch(model, loader, optimizer, schedule, criterion, scaler, autocast_dtype,
-                                      cfg, ctx, progress.epoch, params.seed, memory_format)
-            distributed.broadcast_buffers(ctx, net)
-            sums = validation_sums(net, criterion, val_images, val_targets, device, box_truths=val_box_truths)
+                                      cfg, ctx, progress.epoch, params.seed, memory_format, average)
+            distributed.broadcast_buffers(ctx, scored)
+            sums = validation_sums(scored, criterion, val_images, val_targets, device, box_truths=val_box_truths)
             loss_sum, dice_sum, count = distributed.sum_across(ctx, list(sums))
             schedule.epoch_end(dice_sum / count)
             entry = {"train/loss": train_loss, "val/loss": loss_sum / count, "val/dice": dice_sum / count,
                      "lr": schedule.lr}
-            improved = progress.record(entry, net)
+            improved = progress.record(entry, scored)
             if ctx.is_main:
                 _log_epoch(live, entry)
                 tqdm.write(f"epoch {progress.epoch:3d}  train loss {train_loss:.4f}  val loss {entry['val/loss']:.4f}  "
@@ -295,8 +301,9 @@ def _save_state(state_path: Path, fingerprint: str, progress: Progress, resumabl
 
 def _train_epoch(model, loader: DataLoader, optimizer, schedule: LRSchedule, criterion, scaler,
                  autocast_dtype: torch.dtype | None, cfg: TrainConfig, ctx: distributed.Context, epoch: int,
-                 seed: int, memory_format: torch.memory_format) -> float:
-    """One pass over the training data; returns the mean loss over all processes."""
+                 seed: int, memory_format: torch.memory_format, average: WeightAverage | None) -> float:
+    """One pass over the training data, updating `average` (if any) after each step; returns the
+    mean loss over all processes."""
     loader.sampler.set_epoch(epoch)
     loader.dataset.epoch = epoch
     # Worker seeds are drawn from the loader's generator: make them a function of the epoch.
@@ -319,6 +326,8 @@ def _train_epoch(model, loader: DataLoader, optimizer, schedule: LRSchedule, cri
         scaler.step(optimizer)
         scaler.update()
         schedule.step()
+        if average:
+            average.update()
         total += loss.item() * len(images)
         seen += len(images)
         bar.set_postfix(loss=f"{total / seen:.4f}")
