@@ -192,6 +192,7 @@ def test_profile_runs_as_an_experiment_and_is_recorded(pipeline_repo, tmp_path):
     assert entry["command"] == "brainseg-exp configs/strict.yaml --record runs.json"  # not this machine's path
     assert entry["wall_time_s"] > 0 and entry["hardware"]["cpu_cores"] >= 1 and entry["hardware"]["cpu"]
     assert entry["data_archive"] is None  # the phantom: no archive to name
+    assert entry["per_image_csv"] == (repo / "plots/per_image.csv").read_text()
     shutil.rmtree(repo)
 
 
@@ -328,3 +329,24 @@ def test_compare_pairs_per_image_scores_of_two_runs_by_file(tmp_path, monkeypatc
     pooled = paired_comparison(commits["before"], f"after-run,{commits['before']}")
     assert pooled["difference"] == pytest.approx(result["difference"] / 2, abs=1e-9)
     assert pooled["mean_b"] == pytest.approx((result["mean_a"] + result["mean_b"]) / 2, abs=1e-9)
+
+
+def test_compare_takes_per_image_scores_from_records_without_git(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no repository here: the records alone must do
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.4, 0.9, 40)
+    records = tmp_path / "runs.json"
+    for name, dice in (("before", base), ("after", base - 0.03 + rng.normal(0, 0.01, 40))):
+        rows = [f"{i}.png,{d:.6f},{d / 2:.6f}" for i, d in enumerate(dice)]
+        append_record(records, {"run": name, "per_image_csv": "file,dice,ref_dice\n" + "\n".join(rows) + "\n"})
+    append_record(records, {"run": "old"})  # recorded before records kept per-image scores
+
+    result = paired_comparison("before", "after", records=records)
+    assert result["images"] == 40 and result["difference"] == pytest.approx(-0.03, abs=0.005)
+    assert result["ci95"][1] < 0 and result["p_b_not_better"] == 1.0
+    main(["--compare", "before", "after", "--records", str(records), "--column", "ref_dice"])
+    assert "40 test images, per-image ref_dice" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="old: its record in .*runs.json predates per-image scores"):
+        paired_comparison("old", "after", records=records)
+    with pytest.raises(ConfigError, match="missing: no run of that name in .*runs.json"):
+        paired_comparison("missing", "after", records=records)

@@ -200,11 +200,25 @@ def resolve_run(name: str) -> str:
     return matches[0]
 
 
-def _per_image(run_name: str, column: str) -> pd.Series:
-    """One run's per-image scores by file (plots/per_image.csv at its commit)."""
-    text = read_text_at(resolve_run(run_name), "plots/per_image.csv")
-    if text is None:
-        raise ConfigError(f"{run_name}: no plots/per_image.csv at that commit (not an evaluated run)")
+def _recorded_per_image(records: Path, run_name: str) -> str:
+    """The plots/per_image.csv a run record in `records` keeps (`run_record`'s per_image_csv)."""
+    matches = [r for r in _read_json(records) or [] if r.get("run") == run_name]
+    if not matches:
+        raise ConfigError(f"{run_name}: no run of that name in {records}")
+    if not matches[0].get("per_image_csv"):
+        raise ConfigError(f"{run_name}: its record in {records} predates per-image scores in records; compare it "
+                          "by experiment name or commit in a repository that holds its experiment")
+    return matches[0]["per_image_csv"]
+
+
+def _per_image(run_name: str, column: str, records: Path | None = None) -> pd.Series:
+    """One run's per-image scores by file: plots/per_image.csv at its commit, or as kept in its record."""
+    if records is not None:
+        text = _recorded_per_image(records, run_name)
+    else:
+        text = read_text_at(resolve_run(run_name), "plots/per_image.csv")
+        if text is None:
+            raise ConfigError(f"{run_name}: no plots/per_image.csv at that commit (not an evaluated run)")
     table = pd.read_csv(io.StringIO(text))
     if column not in table:
         raise ConfigError(f"{run_name}: plots/per_image.csv has no column {column!r}")
@@ -217,8 +231,9 @@ def _same_images(a: pd.Series, b: pd.Series, name_a: str, name_b: str) -> None:
                           f"({len(set(a.index) ^ set(b.index))} not in both); a paired comparison needs the same")
 
 
-def paired_comparison(run_a: str, run_b: str, column: str = "dice", seed: int = 0) -> dict:
-    """Per-image scores of two runs on the same test images (plots/per_image.csv at each run's commit):
+def paired_comparison(run_a: str, run_b: str, column: str = "dice", seed: int = 0, records: Path | None = None) -> dict:
+    """Per-image scores of two runs on the same test images (plots/per_image.csv at each run's commit,
+    or kept in their records in `records`, which outlive the experiments' git refs):
     the mean difference b - a with its paired bootstrap 95% interval, and the share of resamples in
     which b is not better (a one-sided bootstrap p-value).
 
@@ -227,7 +242,7 @@ def paired_comparison(run_a: str, run_b: str, column: str = "dice", seed: int = 
     sides = []
     for side in (run_a, run_b):
         names = [name for name in side.split(",") if name]
-        scores = [_per_image(name, column) for name in names]
+        scores = [_per_image(name, column, records) for name in names]
         for name, other in zip(names[1:], scores[1:]):
             _same_images(scores[0], other, names[0], name)
         sides.append(sum(score.loc[scores[0].index] for score in scores) / len(scores))
@@ -273,6 +288,8 @@ def run_record(name: str, profile: Path, command: list[str], dvc_command: list[s
         "train": read_json_at(ref, "metrics/train/metrics.json"),
         "test": read_json_at(ref, "metrics/test.json"),
         "test_details": read_json_at(ref, "metrics/test_details.json"),
+        # Kept so that later paired comparisons (`--compare A B --records FILE`) need no experiment refs.
+        "per_image_csv": read_text_at(ref, "plots/per_image.csv"),
     }
 
 
@@ -357,6 +374,8 @@ def main(argv: list[str] | None = None) -> None:
                              "A1,A2 averages each image over several runs, e.g. seeds)")
     parser.add_argument("--column", default="dice",
                         help="with --compare: the plots/per_image.csv column (default dice; ref_dice: vs reference)")
+    parser.add_argument("--records", type=Path, metavar="FILE",
+                        help="with --compare: take A and B from the run records in FILE (as --record writes them)")
     argv = sys.argv[1:] if argv is None else argv
     # Only what follows `--` goes to dvc, so a mistyped option fails here instead of reaching it.
     split = argv.index("--") if "--" in argv else len(argv)
@@ -365,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         print(summary_table(_read_json(args.summarize) or []), end="")
         return
     if args.compare:
-        c = paired_comparison(*args.compare, column=args.column)
+        c = paired_comparison(*args.compare, column=args.column, records=args.records)
         print(f"{c['images']} test images, per-image {c['column']}: {args.compare[0]} {c['mean_a']:.4f}, "
               f"{args.compare[1]} {c['mean_b']:.4f}; difference {c['difference']:+.4f} "
               f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] (paired bootstrap 95%), "
