@@ -164,20 +164,24 @@ def _boxes_scored_against_outlines(repo, params: dict, tmp_path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("labels", ["box", "ellipse"])
+@pytest.mark.parametrize("labels", ["box", "ellipse", "pseudo"])
 def test_box_modes_run_through_the_pipeline_on_boxes_scored_against_outlines(pipeline_repo, tmp_path, labels):
     """The tiny phantom relabelled with boxes: preprocess points to box mode; in each box mode the whole
     pipeline runs, epoch and post-processing are chosen on the boxes, the phantom's true outlines
-    score the test slices as the reference set, and the model card says how the model was trained."""
+    score the test slices as the reference set, and the model card says how the model was trained.
+    For pseudo, preprocess draws GrabCut pseudo-masks, and evaluate scores them against the outlines."""
     repo = copy_repo(pipeline_repo, tmp_path / "repo")
     params = _boxes_scored_against_outlines(repo, yaml.safe_load((repo / "params.yaml").read_text()), tmp_path)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro", "preprocess"], repo).stdout
-    assert "the labels are boxes" in out and "train.labels: box" in out and "train.labels: ellipse" in out
+    assert "the labels are boxes" in out and "train.labels: pseudo" in out and "ellipse or box" in out
 
     params["train"]["labels"] = labels
+    if labels == "pseudo":
+        params["preprocess"]["pseudo_masks"] = "grabcut"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["dvc", "repro"], repo)
+    out = run(["dvc", "repro"], repo).stdout
+    assert ("GrabCut pseudo-masks keep" in out) == (labels == "pseudo")
     metrics = json.loads((repo / "metrics/test.json").read_text())
     details = json.loads((repo / "metrics/test_details.json").read_text())
     assert 0.0 <= metrics["reference"]["dice_mean"] <= 1.0
@@ -185,11 +189,16 @@ def test_box_modes_run_through_the_pipeline_on_boxes_scored_against_outlines(pip
     assert bounds["labels_vs_reference"]["dice_mean"] < 0.95  # boxes and outlines differ
     # The phantom's tumors are blobs: the ellipses inscribed in their boxes are nearer their outlines.
     assert bounds["ellipses_vs_reference"]["dice_mean"] > bounds["labels_vs_reference"]["dice_mean"]
+    assert ("pseudo_masks_vs_reference" in bounds) == (labels == "pseudo")
+    if labels == "pseudo":
+        assert 0.0 < bounds["pseudo_masks_vs_reference"]["dice_mean"] <= 1.0
+        share = json.loads((repo / "metrics/data.json").read_text())["pseudo_mask_label_share"]
+        assert 0.0 < share < 1.0
     chosen = json.loads((repo / "models/postprocess.json").read_text())
     assert chosen["threshold"] == metrics["threshold"]
     card = (repo / "models/MODEL_CARD.md").read_text()
     assert f"train.labels: {labels}" in card
-    assert ("trained on them as boxes" if labels == "box" else "inscribed in each box") in card
+    assert {"box": "trained on them as boxes", "ellipse": "inscribed in each box", "pseudo": "GrabCut"}[labels] in card
 
 
 # Enough phantom and training for the labels' shapes to matter, at about two minutes a model: 128

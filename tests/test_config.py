@@ -42,6 +42,9 @@ def test_scientific_notation_string_from_dvc_exp_run():
     ({"train": {"devices": 0}}, "train.devices"),
     ({"train": {"dice_weight": 0, "bce_weight": 0}}, "train.dice_weight/bce_weight/focal_weight"),
     ({"train": {"grad_clip": -1}}, "train.grad_clip"),
+    ({"train": {"labels": "pseudo"}}, "train.labels"),  # without preprocess.pseudo_masks
+    ({"preprocess": {"pseudo_masks": "sam"}}, "preprocess.pseudo_masks"),
+    ({"preprocess": {"pseudo_mask_size": 8}}, "preprocess.pseudo_mask_size"),
     ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
     ({"train": {"channels_last": "yes"}}, "train.channels_last"),
     ({"train": {"augment": {"elastic": 2}}}, "train.augment.elastic"),

@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from brainseg.data.masks import inscribed_ellipses, polygon_to_points, rasterize_polygons
+from brainseg.data.masks import grabcut_pseudo_mask, inscribed_ellipses, polygon_to_points, rasterize_polygons
+from brainseg.data.preprocess import pseudo_mask_label_share
 from brainseg.lesions import component_boxes
 
 
@@ -108,3 +109,57 @@ def test_inscribed_ellipse_follows_a_rotated_box():
     assert (ellipse & (1 - rotated)).sum() < 0.03 * ellipse.sum()
     upright = inscribed_ellipses(component_boxes(rotated))
     assert (upright & (1 - rotated)).sum() > 0.15 * upright.sum()
+
+
+def _slice_with_tumor(size: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A noisy dark slice with a bright elliptical tumor off the centre of a loose box around it:
+    (image, tumor, box)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    tumor = ((xx - 90) ** 2 / 30 ** 2 + (yy - 110) ** 2 / 20 ** 2) <= 1
+    image = rng.normal(60, 12, (size, size)) + 80 * tumor
+    image = cv2.GaussianBlur(image, (0, 0), 1.5).clip(0, 255).astype(np.uint8)
+    boxes = np.zeros((size, size), np.uint8)
+    boxes[75:150, 50:140] = 1  # the tumor fills 0.29 of it
+    return image, tumor.astype(np.uint8), boxes
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_grabcut_draws_the_tumor_inside_a_loose_box_where_the_ellipse_cannot():
+    image, tumor, boxes = _slice_with_tumor()
+    pseudo = grabcut_pseudo_mask(image, boxes)
+    assert pseudo.dtype == np.uint8 and pseudo.shape == boxes.shape
+    assert _dice(pseudo, tumor) > 0.85
+    assert _dice(pseudo, tumor) > _dice(inscribed_ellipses(boxes), tumor) + 0.3
+    assert not (pseudo & (1 - boxes)).any(), "outside every box is background"
+    core = np.zeros_like(boxes)
+    core[100:125, 80:110] = 1  # the box's central third
+    assert (pseudo[inscribed_ellipses(core) > 0] == 1).all(), "the central core is always tumor"
+    assert np.array_equal(pseudo, grabcut_pseudo_mask(image, boxes)), "deterministic"
+    # At a coarser working size: the same kind of outline, returned at the image's size.
+    coarse = grabcut_pseudo_mask(image, boxes, work_size=100)
+    assert coarse.shape == boxes.shape and _dice(coarse, tumor) > 0.8
+
+
+def test_grabcut_without_boxes_or_background():
+    image, _, boxes = _slice_with_tumor(64)
+    assert not grabcut_pseudo_mask(image, np.zeros_like(boxes)).any()
+    # A box over the whole slice leaves GrabCut no background to model: the inscribed ellipse is kept.
+    whole = np.ones_like(boxes)
+    assert np.array_equal(grabcut_pseudo_mask(image, whole), inscribed_ellipses(whole))
+
+
+def test_pseudo_mask_label_share_is_the_mean_kept_share_of_labelled_slices():
+    masks = np.zeros((3, 4, 4), np.uint8)
+    masks[0, :2, :2] = 1  # 4 label pixels, 1 kept
+    masks[1] = 1  # 16 label pixels, 8 kept
+    pseudo = np.zeros_like(masks)
+    pseudo[0, 0, 0] = 1
+    pseudo[0, 3, 3] = 1  # outside the label: not counted
+    pseudo[1, :2] = 1
+    pseudo[2, 0, 0] = 1  # an unlabelled slice does not count
+    assert pseudo_mask_label_share(masks, pseudo) == pytest.approx((0.25 + 0.5) / 2)
+    assert pseudo_mask_label_share(np.zeros_like(masks), pseudo) == 0.0

@@ -25,7 +25,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "poly", "onecycle", "plateau", "none")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")
-LABEL_KINDS = ("mask", "box", "ellipse")
+LABEL_KINDS = ("mask", "box", "ellipse", "pseudo")
+PSEUDO_MASK_METHODS = ("none", "grabcut")
 RESUME_MODES = ("auto", "never")
 BAD_IMAGE_POLICIES = ("error", "skip")
 AUGMENT_PROBABILITIES = ("hflip", "affine", "elastic", "brightness_contrast", "gamma", "noise", "blur")
@@ -157,12 +158,19 @@ class PreprocessConfig:
     KEY: ClassVar[str] = "preprocess"
     image_size: int = 128
     on_bad_image: str = "error"  # error | skip
+    # Pseudo-masks drawn from box labels at (up to) pseudo_mask_size px, stored beside the labels for
+    # train.labels: pseudo; none skips the work.
+    pseudo_masks: str = "none"  # none | grabcut
+    pseudo_mask_size: int = 512
 
     def __post_init__(self) -> None:
         # Encoders downsample 2**5 = 32 times.
         _require(self.image_size >= 32 and self.image_size % 32 == 0, "preprocess.image_size",
                  f"must be a multiple of 32 (at least 32), got {self.image_size}")
         _one_of(self.on_bad_image, BAD_IMAGE_POLICIES, "preprocess.on_bad_image")
+        _one_of(self.pseudo_masks, PSEUDO_MASK_METHODS, "preprocess.pseudo_masks")
+        _require(self.pseudo_mask_size >= 32, "preprocess.pseudo_mask_size", f"must be at least 32, got "
+                 f"{self.pseudo_mask_size}")
 
 
 @dataclass(frozen=True)
@@ -288,8 +296,9 @@ class TrainConfig:
     patch_size: int = 0  # 0 = the whole slice
     foreground_patches: float = 0.33  # share of patches placed to contain tumor (others uniform)
     # What the labels are: masks (outlines) trained with soft Dice + BCE, or boxes trained with
-    # losses that hold exactly for boxes (`box`) or with Dice + BCE towards the ellipse inscribed in
-    # each box (`ellipse`), so that the model learns the tumor, not its box.
+    # losses that hold exactly for boxes (`box`), with Dice + BCE towards the ellipse inscribed in
+    # each box (`ellipse`) or towards the pseudo-masks preprocess drew from them (`pseudo`), so that
+    # the model learns the tumor, not its box.
     labels: str = "mask"
     box: BoxLossConfig = field(default_factory=BoxLossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -389,6 +398,9 @@ class Params:
     def __post_init__(self) -> None:
         _require(0 <= self.seed < 2**32, "seed", f"must lie in [0, 2**32) (NumPy's seed range), got {self.seed}")
         size = self.preprocess.image_size
+        _require(self.train.labels != "pseudo" or self.preprocess.pseudo_masks != "none", "train.labels",
+                 "pseudo trains towards pseudo-masks that preprocess draws from the boxes: set "
+                 "preprocess.pseudo_masks: grabcut as well")
         _require(self.train.patch_size <= size, "train.patch_size",
                  f"must not exceed preprocess.image_size ({size}), got {self.train.patch_size}")
         if is_local_weights(self.model.encoder_weights):

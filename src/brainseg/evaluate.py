@@ -156,15 +156,19 @@ def _overlay_panels(images, truths, preds, table: pd.DataFrame, files: list[str]
 
 
 def score_against_reference(probs: np.ndarray, truths: list[np.ndarray], reference: list[np.ndarray],
-                            post: PostProcess, box_labels: bool = False) -> tuple[pd.DataFrame, dict]:
+                            post: PostProcess, box_labels: bool = False,
+                            pseudo_masks: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
     """Per-image table and summary of the predictions against a second truth, and how far the
     labels themselves are from it (for box labels against outlines: the perfect-box bound; with
-    `box_labels` also the ellipses inscribed in the boxes, the target of train.labels: ellipse)."""
+    `box_labels` also the ellipses inscribed in the boxes, the target of train.labels: ellipse; with
+    `pseudo_masks`, preprocess's at the model's size, the target of train.labels: pseudo)."""
     table = original_size_table(probs, reference, post)
     scores = {"all": _rounded(summarize_original_size(table))}
     bounds = {"labels": truths}
     if box_labels:
         bounds["ellipses"] = [inscribed_ellipses(t) for t in truths]
+    if pseudo_masks is not None:  # resized to each reference mask as predictions are
+        bounds["pseudo_masks"] = pseudo_masks
     for name, masks in bounds.items():
         bound = original_size_table([m.astype(np.float32) for m in masks], reference)
         scores[f"{name}_vs_reference"] = _rounded(summarize_original_size(bound))
@@ -203,7 +207,8 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     # 3. The same predictions against the reference set, when there is one.
     reference = None
     if reference_dir is not None:
-        reference = _score_reference(params, reference_dir, test_rows, probs, truths, post, table)
+        pseudo = data.subset("test", pseudo=True)[1] if data.pseudo_masks is not None else None
+        reference = _score_reference(params, reference_dir, test_rows, probs, truths, post, table, pseudo)
     # 4. The headline figures and the supporting ones, with baselines through the same scoring path.
     metrics = _headline(table, chosen, reference, params.seed)
     details = _details(params, data, table, truths, plain_probs, preds, test_masks, reference)
@@ -218,10 +223,11 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
           f"{metrics['dice_global']:.4f} (global); baselines: intensity {b['intensity_threshold']['dice_mean']:.4f}, "
           f"untrained {b['untrained']['dice_mean']:.4f}, empty {b['empty']['dice_mean']:.4f} -> {metrics_path}")
     if reference is not None:
-        ellipses = reference.get("ellipses_vs_reference")
+        ellipses, pseudo = reference.get("ellipses_vs_reference"), reference.get("pseudo_masks_vs_reference")
         print(f"against the reference set: dice {reference['all']['dice_mean']:.4f} (per-image mean); "
               f"the labels themselves {reference['labels_vs_reference']['dice_mean']:.4f}"
-              + (f", the ellipses inscribed in them {ellipses['dice_mean']:.4f}" if ellipses else ""))
+              + (f", the ellipses inscribed in them {ellipses['dice_mean']:.4f}" if ellipses else "")
+              + (f", the pseudo-masks {pseudo['dice_mean']:.4f}" if pseudo else ""))
     return metrics
 
 
@@ -243,11 +249,13 @@ def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig, bo
 
 
 def _score_reference(params: Params, reference_dir: Path, test_rows: pd.DataFrame, probs: np.ndarray,
-                     truths: list[np.ndarray], post: PostProcess, table: pd.DataFrame) -> dict:
+                     truths: list[np.ndarray], post: PostProcess, table: pd.DataFrame,
+                     pseudo_masks: np.ndarray | None = None) -> dict:
     """Scores against the reference set; adds its file and per-image scores to `table` as ref_* columns."""
     mapping = Path(params.reference.mapping) if params.reference.mapping else None
     ref_files, ref_truths = reference_masks(reference_dir, test_rows, mapping)
-    ref_table, reference = score_against_reference(probs, truths, ref_truths, post, params.train.box_labels)
+    ref_table, reference = score_against_reference(probs, truths, ref_truths, post, params.train.box_labels,
+                                                   pseudo_masks)
     table["ref_file"] = ref_files
     for column in ("dice", "iou", "hd95_px"):
         table[f"ref_{column}"] = ref_table[column].to_numpy()

@@ -64,7 +64,9 @@ def render_model_card(params: Params, spec: dict, test: dict, data_metrics: dict
     elif params.train.box_labels:
         how = {"box": "as boxes (`train.labels: box`: background outside each box, a mask that spans its box, "
                       "labels that follow intensity inside it)",
-               "ellipse": "towards the ellipse inscribed in each box (`train.labels: ellipse`)"}[params.train.labels]
+               "ellipse": "towards the ellipse inscribed in each box (`train.labels: ellipse`)",
+               "pseudo": "towards outlines GrabCut drew from each box and the image (`train.labels: pseudo`, "
+                         "`preprocess.pseudo_masks: grabcut`)"}[params.train.labels]
         label_caveat = (
             f"**The labels are loose boxes, not tumor outlines**, and the model was trained on them {how}, "
             "so it draws a shape inside each box, not the box. Its Dice against the boxes is low "

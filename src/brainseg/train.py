@@ -26,6 +26,7 @@ import brainseg.optim
 from brainseg import distributed, training_state
 from brainseg.config import ConfigError, Params, TrainConfig
 from brainseg.data.dataset import ProcessedData, SliceDataset, build_augmentation
+from brainseg.data.index import PSEUDO_MASKS_FILE
 from brainseg.data.masks import inscribed_ellipses
 from brainseg.lesions import component_boxes, scored_boxes
 from brainseg.losses import BoxSupervisionLoss, SegmentationLoss
@@ -81,7 +82,8 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def build_criterion(cfg: TrainConfig) -> torch.nn.Module:
-    """The training loss for the kind of labels: masks (and ellipses drawn from boxes), or boxes (train.labels)."""
+    """The training loss for the kind of labels: masks (and ellipses or pseudo-masks drawn from boxes), or
+    boxes (train.labels)."""
     if cfg.labels == "box":
         return BoxSupervisionLoss(cfg.box.outside, cfg.box.projection, cfg.box.pairwise, cfg.box.span)
     return SegmentationLoss(cfg.dice_weight, cfg.bce_weight, cfg.focal_weight, cfg.focal_gamma)
@@ -129,7 +131,8 @@ def validation_sums(model, criterion, images: np.ndarray, targets: np.ndarray, d
 
 
 def _state_inputs(processed_dir: Path, split_dir: Path) -> list[Path]:
-    return [processed_dir / n for n in ("images.npy", "masks.npy", "index.csv")] + sorted(split_dir.glob("*.txt"))
+    arrays = [processed_dir / n for n in ("images.npy", "masks.npy", PSEUDO_MASKS_FILE, "index.csv")]
+    return [p for p in arrays if p.exists()] + sorted(split_dir.glob("*.txt"))
 
 
 def train(params: Params, processed_dir: Path, split_dir: Path, model_path: Path, live_dir: Path,
@@ -197,11 +200,15 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     data = ProcessedData(processed_dir, split_dir)
     augment = build_augmentation(cfg.augment, cfg.patch_size, cfg.foreground_patches)
     target = training_target(cfg)
-    loader = _loader(SliceDataset(*data.subset("train"), augment, seed=params.seed, target=target),
+    pseudo = cfg.labels == "pseudo"  # towards the pseudo-masks preprocess drew from the boxes
+    loader = _loader(SliceDataset(*data.subset("train", pseudo), augment, seed=params.seed, target=target),
                      cfg, ctx, params.seed)
     val_rows = data.rows["val"][ctx.rank::ctx.world]
     val_images, val_masks = data.images[val_rows], data.masks[val_rows]
-    val_targets = target(val_masks) if target else val_masks  # drawn once: validation is not augmented
+    if pseudo:
+        val_targets = data.subset("val", pseudo)[1][ctx.rank::ctx.world]
+    else:
+        val_targets = target(val_masks) if target else val_masks  # drawn once: validation is not augmented
     val_box_truths = scored_boxes(val_masks, cfg.box_span) if cfg.box_labels else None
 
     # Model and optimisation. The initial weights are a function of the seed alone (evaluate's

@@ -12,16 +12,20 @@ import torch
 from torch.utils.data import Dataset
 
 from brainseg.config import AugmentConfig
-from brainseg.data.index import read_index, sample_keys
+from brainseg.data.index import PSEUDO_MASKS_FILE, read_index, sample_keys
 from brainseg.data.split import read_split
 
 
 class ProcessedData:
-    """Memory-mapped images/masks plus the index and the split lists."""
+    """Memory-mapped images/masks (and pseudo-masks, where preprocess drew them) plus the index and the
+    split lists."""
 
     def __init__(self, processed_dir: Path, split_dir: Path):
+        self.processed_dir = processed_dir
         self.images = np.load(processed_dir / "images.npy", mmap_mode="r")
         self.masks = np.load(processed_dir / "masks.npy", mmap_mode="r")
+        pseudo = processed_dir / PSEUDO_MASKS_FILE
+        self.pseudo_masks = np.load(pseudo, mmap_mode="r") if pseudo.exists() else None
         self.index = read_index(processed_dir)
         row_of = dict(zip(sample_keys(self.index), range(len(self.index))))
         try:
@@ -31,9 +35,15 @@ class ProcessedData:
             raise ValueError(f"{split_dir} names {err} which is not in {processed_dir}/index.csv; "
                              "rerun the split stage (dvc repro)") from None
 
-    def subset(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def subset(self, name: str, pseudo: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of a split subset; with `pseudo`, the pseudo-masks in place of the labels."""
         rows = self.rows[name]
-        return self.images[rows], self.masks[rows]
+        if not pseudo:
+            return self.images[rows], self.masks[rows]
+        if self.pseudo_masks is None:
+            raise ValueError(f"{self.processed_dir} has no {PSEUDO_MASKS_FILE}: set preprocess.pseudo_masks: grabcut "
+                             "and rerun preprocess (dvc repro)")
+        return self.images[rows], self.pseudo_masks[rows]
 
 
 def build_augmentation(cfg: AugmentConfig, patch_size: int = 0, foreground_patches: float = 0.0) -> A.Compose:

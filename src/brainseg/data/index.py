@@ -12,6 +12,8 @@ import pandas as pd
 
 # height, width: original size in pixels; tumor_pixels: counted at that size.
 INDEX_COLUMNS = ["file", "split", "group", "height", "width", "tumor_pixels"]
+# Beside the index when preprocess.pseudo_masks is set: uint8 N x S x S, one pseudo-mask per index row.
+PSEUDO_MASKS_FILE = "pseudo_masks.npy"
 
 
 def read_index(processed_dir: Path) -> pd.DataFrame:

@@ -162,3 +162,51 @@ def inscribed_ellipses(masks: np.ndarray) -> np.ndarray:
             inside += ((dx * unit[0] + dy * unit[1]) / ((length + margin) / 2)) ** 2
         ellipses[rows, cols] |= (inside <= 1.0 + 1e-6).astype(np.uint8)
     return ellipses
+
+
+# GrabCut pseudo-masks: the share of each box's half-sides that the sure-tumor core spans.
+GRABCUT_CORE = 1 / 3
+GRABCUT_ITERATIONS = 5
+
+
+def _central_boxes(masks: np.ndarray, share: float) -> np.ndarray:
+    """Each 8-connected component's bounding box shrunk about its centre to `share` of its sides."""
+    central = np.zeros(masks.shape, np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(masks.astype(np.uint8), connectivity=8)
+    for x, y, width, height, _ in stats[1:count]:
+        keep_w, keep_h = max(1, round(width * share)), max(1, round(height * share))
+        left, top = x + (width - keep_w) // 2, y + (height - keep_h) // 2
+        central[top:top + keep_h, left:left + keep_w] = 1
+    return central
+
+
+def grabcut_pseudo_mask(image: np.ndarray, boxes: np.ndarray, work_size: int = 512) -> np.ndarray:
+    """A tumor outline drawn from box labels by the image itself: OpenCV's GrabCut (Rother et al. 2004;
+    as pseudo-labels from boxes, Khoreva et al., "Simple Does It", CVPR 2017).
+
+    `image`: uint8 H x W; `boxes`: uint8 {0, 1} H x W, the filled label boxes. Outside every box is
+    sure background, the ellipse inscribed in each box probable tumor, the rest of the box probable
+    background, and the ellipse inscribed in the box's central third sure tumor; GrabCut then fits
+    intensity models of tumor and background and cuts along the image's edges. Without the sure
+    core it often takes nothing (a box drawn on an MRI slice holds more background than tumor).
+    Computed at most `work_size` px on the longer side (cost grows with the pixels), returned at H x W,
+    and deterministic (OpenCV's random generator is reset for its k-means). No box: all zeros.
+    """
+    height, width = boxes.shape
+    if not boxes.any():
+        return np.zeros((height, width), np.uint8)
+    scale = min(1.0, work_size / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
+    small_boxes = cv2.resize(boxes, size, interpolation=cv2.INTER_NEAREST) if scale < 1 else boxes
+    trimap = np.full(small_boxes.shape, cv2.GC_BGD, np.uint8)
+    trimap[small_boxes > 0] = cv2.GC_PR_BGD
+    trimap[inscribed_ellipses(small_boxes) > 0] = cv2.GC_PR_FGD
+    trimap[inscribed_ellipses(_central_boxes(small_boxes, GRABCUT_CORE)) > 0] = cv2.GC_FGD
+    if (trimap == cv2.GC_BGD).any():  # GrabCut needs background to model; a box over the whole slice leaves none
+        cv2.setRNGSeed(0)
+        colour = cv2.cvtColor(np.ascontiguousarray(small_image, np.uint8), cv2.COLOR_GRAY2BGR)
+        cv2.grabCut(colour, trimap, None, np.zeros((1, 65)), np.zeros((1, 65)), GRABCUT_ITERATIONS,
+                    cv2.GC_INIT_WITH_MASK)
+    tumor = ((trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)).astype(np.uint8)
+    return cv2.resize(tumor, (width, height), interpolation=cv2.INTER_NEAREST) if scale < 1 else tumor
