@@ -53,17 +53,19 @@ def test_component_boxes_keep_the_central_span_of_loose_boxes():
 
 def test_tuning_on_loose_boxes_picks_the_mask_that_spans_their_centre():
     """Probabilities falling off from the centre of a 21 x 21 box: scored against the central half of
-    the box (11 x 11), the chosen mask is the disc inscribed in that half, not in the whole box."""
+    the box (11 x 11), the chosen mask is the disc inscribed in that half, not in the whole box; tuned
+    towards a pseudo-mask inside the box, it is that pseudo-mask."""
     size, r = 48, 10
     box = np.zeros((size, size), np.uint8)
     box[24 - r:24 + r + 1, 24 - r:24 + r + 1] = 1
     yy, xx = np.mgrid[:size, :size]
     # No pixel's probability equals a swept threshold: 0.762 at 5 px from the centre, 0.714 at 6.
     probs = np.clip(1 - np.sqrt((yy - 24) ** 2 + (xx - 24) ** 2) / 21, 0, 1).astype(np.float32)[None]
+    inner = (probs[0] >= 0.75).astype(np.uint8)  # a pseudo-mask well inside the box: 5.25 px about its centre
 
     class OneSlice:
-        def subset(self, name):
-            return np.zeros((1, size, size), np.uint8), box[None]
+        def subset(self, name, pseudo=False):
+            return np.zeros((1, size, size), np.uint8), (inner if pseudo else box)[None]
 
     cfg = EvaluateConfig(tta=False, min_component_px=[0])
     tight = choose_postprocessing(lambda images: probs, OneSlice(), cfg, box_labels=True)
@@ -71,6 +73,11 @@ def test_tuning_on_loose_boxes_picks_the_mask_that_spans_their_centre():
     assert loose["val_dice_mean"] == pytest.approx(1.0) and loose["threshold"] > tight["threshold"]
     chosen = (probs[0] >= loose["threshold"]).astype(np.uint8)
     assert (component_boxes(chosen) == component_boxes(box, span=0.5)).all()
+    # Towards pseudo-masks the masks are chosen against them, pixel by pixel, not as boxes.
+    towards_pseudo = choose_postprocessing(lambda images: probs, OneSlice(), cfg, pseudo=True)
+    assert towards_pseudo["val_dice_mean"] == pytest.approx(1.0)
+    assert ((probs[0] >= towards_pseudo["threshold"]) == inner).all()
+    assert towards_pseudo["threshold"] > tight["threshold"]  # scored as boxes, the inflated mask would win
 
 
 def test_tuning_on_boxes_picks_the_threshold_at_which_the_tumor_spans_its_box():
@@ -117,6 +124,9 @@ def test_criterion_follows_train_labels():
     assert training_target(TrainConfig()) is None and training_target(TrainConfig(labels="box")) is None
     assert TrainConfig(labels="ellipse").box_labels and TrainConfig(labels="box").box_labels
     assert not TrainConfig().box_labels
+    # Pseudo-masks are chosen against, not scored as boxes: a mask inside a loose box would lose.
+    assert TrainConfig(labels="pseudo").box_labels and not TrainConfig(labels="pseudo").scored_as_boxes
+    assert TrainConfig(labels="box").scored_as_boxes and TrainConfig(labels="ellipse").scored_as_boxes
     assert TrainConfig(labels="box", box=BoxLossConfig(span=0.6)).box_span == 0.6
     assert TrainConfig(labels="ellipse", box=BoxLossConfig(span=0.6)).box_span == 1.0
 

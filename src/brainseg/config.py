@@ -305,8 +305,16 @@ class TrainConfig:
 
     @property
     def box_labels(self) -> bool:
-        """The labels are boxes: epochs and post-processing are chosen by scoring masks as boxes."""
+        """The labels are boxes (trained as boxes, or towards ellipses or pseudo-masks drawn from them)."""
         return self.labels != "mask"
+
+    @property
+    def scored_as_boxes(self) -> bool:
+        """Epochs and post-processing are chosen by scoring masks as boxes: for box and ellipse labels.
+        Towards pseudo-masks they are chosen against the validation slices' pseudo-masks, which are
+        as box-only as the boxes, instead: scored as boxes, a mask that keeps to the tumor loses to
+        one inflated to its loose box."""
+        return self.labels in ("box", "ellipse")
 
     @property
     def box_span(self) -> float:

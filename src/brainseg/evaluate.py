@@ -193,7 +193,8 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
     probs_of = functools.partial(predict_probs, model, device=CPU)
 
     # 1. Post-processing (threshold, flip TTA, component filter) is chosen on validation only.
-    chosen = choose_postprocessing(probs_of, data, cfg, params.train.box_labels, params.train.box_span)
+    chosen = choose_postprocessing(probs_of, data, cfg, params.train.scored_as_boxes, params.train.box_span,
+                                   pseudo=params.train.labels == "pseudo")
     atomic_write_text(postprocess_path, json.dumps(chosen, indent=2) + "\n")
     post = PostProcess.from_dict(chosen)
     # 2. Test predictions, scored per image against the labels at each image's original size.
@@ -232,14 +233,15 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
 
 
 def choose_postprocessing(probs_of, data: ProcessedData, cfg: EvaluateConfig, box_labels: bool = False,
-                          box_span: float = 1.0) -> dict:
+                          box_span: float = 1.0, pseudo: bool = False) -> dict:
     """Tuned on validation (`tune_postprocessing`), or the configured threshold as is.
 
-    `probs_of`: uint8 slices N x S x S -> the model's probabilities; `box_labels`: the labels are
-    boxes (train.labels: box or ellipse), of which a tumor spans the central `box_span` share per side."""
+    `probs_of`: uint8 slices N x S x S -> the model's probabilities; `box_labels`: score masks as boxes
+    (train.labels: box or ellipse), of which a tumor spans the central `box_span` share per side;
+    `pseudo`: score them against the validation slices' pseudo-masks instead of their labels."""
     if not cfg.tune_on_val:
         return {"threshold": cfg.threshold, "tta": False, "min_component_px": 0, "max_components": 0}
-    val_images, val_masks = data.subset("val")
+    val_images, val_masks = data.subset("val", pseudo)
     candidates = {False: probs_of(val_images)}
     if cfg.tta:
         candidates[True] = flip_tta_probs(probs_of, val_images, candidates[False])

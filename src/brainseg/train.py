@@ -209,7 +209,7 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
         val_targets = data.subset("val", pseudo)[1][ctx.rank::ctx.world]
     else:
         val_targets = target(val_masks) if target else val_masks  # drawn once: validation is not augmented
-    val_box_truths = scored_boxes(val_masks, cfg.box_span) if cfg.box_labels else None
+    val_box_truths = scored_boxes(val_masks, cfg.box_span) if cfg.scored_as_boxes else None
 
     # Model and optimisation. The initial weights are a function of the seed alone (evaluate's
     # untrained baseline rebuilds them); DDP then copies rank 0's to every process.
