@@ -309,6 +309,11 @@ class TrainConfig:
         return self.labels != "mask"
 
     @property
+    def pseudo_labels(self) -> bool:
+        """Trained towards the pseudo-masks preprocess drew from the boxes (preprocess.pseudo_masks)."""
+        return self.labels == "pseudo"
+
+    @property
     def scored_as_boxes(self) -> bool:
         """Epochs and post-processing are chosen by scoring masks as boxes: for box and ellipse labels.
         Towards pseudo-masks they are chosen against the validation slices' pseudo-masks, which are
@@ -406,7 +411,7 @@ class Params:
     def __post_init__(self) -> None:
         _require(0 <= self.seed < 2**32, "seed", f"must lie in [0, 2**32) (NumPy's seed range), got {self.seed}")
         size = self.preprocess.image_size
-        _require(self.train.labels != "pseudo" or self.preprocess.pseudo_masks != "none", "train.labels",
+        _require(not self.train.pseudo_labels or self.preprocess.pseudo_masks != "none", "train.labels",
                  "pseudo trains towards pseudo-masks that preprocess draws from the boxes: set "
                  "preprocess.pseudo_masks: grabcut as well")
         _require(self.train.patch_size <= size, "train.patch_size",

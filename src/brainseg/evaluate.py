@@ -194,7 +194,7 @@ def evaluate(params: Params, raw_dir: Path, processed_dir: Path, split_dir: Path
 
     # 1. Post-processing (threshold, flip TTA, component filter) is chosen on validation only.
     chosen = choose_postprocessing(probs_of, data, cfg, params.train.scored_as_boxes, params.train.box_span,
-                                   pseudo=params.train.labels == "pseudo")
+                                   pseudo=params.train.pseudo_labels)
     atomic_write_text(postprocess_path, json.dumps(chosen, indent=2) + "\n")
     post = PostProcess.from_dict(chosen)
     # 2. Test predictions, scored per image against the labels at each image's original size.

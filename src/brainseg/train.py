@@ -200,13 +200,12 @@ def _train(params: Params, ctx: distributed.Context, processed_dir: Path, split_
     data = ProcessedData(processed_dir, split_dir)
     augment = build_augmentation(cfg.augment, cfg.patch_size, cfg.foreground_patches)
     target = training_target(cfg)
-    pseudo = cfg.labels == "pseudo"  # towards the pseudo-masks preprocess drew from the boxes
-    loader = _loader(SliceDataset(*data.subset("train", pseudo), augment, seed=params.seed, target=target),
+    loader = _loader(SliceDataset(*data.subset("train", cfg.pseudo_labels), augment, seed=params.seed, target=target),
                      cfg, ctx, params.seed)
     val_rows = data.rows["val"][ctx.rank::ctx.world]
     val_images, val_masks = data.images[val_rows], data.masks[val_rows]
-    if pseudo:
-        val_targets = data.subset("val", pseudo)[1][ctx.rank::ctx.world]
+    if cfg.pseudo_labels:
+        val_targets = data.subset("val", pseudo=True)[1][ctx.rank::ctx.world]
     else:
         val_targets = target(val_masks) if target else val_masks  # drawn once: validation is not augmented
     val_box_truths = scored_boxes(val_masks, cfg.box_span) if cfg.scored_as_boxes else None
