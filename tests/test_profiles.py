@@ -264,6 +264,13 @@ def test_summary_shows_the_reference_score_where_runs_have_one():
     assert [row.split("|")[-2].strip() for row in lines[2:]] == ["0.500", "0.600", "0.550 ± 0.071"]
 
 
+def test_a_superseded_run_keeps_its_row_but_leaves_the_seed_spread():
+    old = _record("old", 42, 0.5) | {"superseded": "the code then chose epochs differently"}
+    lines = summary_table([old, _record("a", 42, 0.7), _record("b", 1, 0.8)]).splitlines()
+    assert lines[2].startswith("| `old` (superseded) | 42 |")
+    assert lines[-1].startswith("| mean ± SD of `a`, `b` |") and "0.750 ± 0.071" in lines[-1]
+
+
 
 @pytest.mark.parametrize("page", ["kaggle", "outlines"])
 def test_committed_results_page_shows_the_committed_records(capsys, page):

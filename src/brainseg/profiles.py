@@ -326,11 +326,15 @@ def _hardware_text(hardware: dict) -> str:
 
 
 def summary_table(runs: list[dict]) -> str:
-    """Markdown: one row per recorded run, then mean ± sample SD over runs that differ only in seed."""
+    """Markdown: one row per recorded run, then mean ± sample SD over runs that differ only in seed.
+
+    A record with a `superseded` reason (code since changed what the same params do) keeps its row,
+    marked, and stays out of the spread rows."""
     header = ["run", "seed", "image size", "best epoch", "hardware", "wall time", *SUMMARY_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in runs:
-        cells = [f"`{r['run']}`", str(r["params"]["seed"]), str(r["params"]["preprocess"]["image_size"]),
+        name = f"`{r['run']}`" + (" (superseded)" if r.get("superseded") else "")
+        cells = [name, str(r["params"]["seed"]), str(r["params"]["preprocess"]["image_size"]),
                  f"{r['train']['best_epoch']} of {r['params']['train']['epochs']}", _hardware_text(r["hardware"]),
                  f"{r['wall_time_s'] / 60:.0f} min"]
         test = flatten(r["test"])
@@ -338,7 +342,7 @@ def summary_table(runs: list[dict]) -> str:
                   for key, fmt in SUMMARY_COLUMNS.values()]
         lines.append("| " + " | ".join(cells) + " |")
     groups: dict[str, list[dict]] = {}
-    for r in runs:
+    for r in (r for r in runs if not r.get("superseded")):
         all_but_seed = json.dumps({k: v for k, v in r["params"].items() if k != "seed"}, sort_keys=True)
         groups.setdefault(all_but_seed, []).append(r)
     for group in groups.values():
