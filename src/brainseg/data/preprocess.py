@@ -137,6 +137,7 @@ def preprocess(raw_dir: Path, out_dir: Path, size: int, categories: Sequence[str
     if not kept:
         raise BadImageError(f"{raw_dir}: none of the {len(samples)} images could be read: " + ", ".join(bad[:10]))
 
+    pseudo_audit = {}  # the pseudo-masks' own audit entries, when they are drawn
     with staging_dir(out_dir) as staging:
         images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (len(kept), size, size))
         masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (len(kept), size, size))
@@ -149,7 +150,7 @@ def preprocess(raw_dir: Path, out_dir: Path, size: int, categories: Sequence[str
         if pseudo_mask_size is not None:
             pseudo = np.stack([result[5] for _, result in kept])
             np.save(staging / PSEUDO_MASKS_FILE, pseudo)
-            pseudo_share = pseudo_mask_label_share(masks, pseudo)
+            pseudo_audit["pseudo_mask_label_share"] = pseudo_mask_label_share(masks, pseudo)
         del images, masks
         index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
         index.to_csv(staging / "index.csv", index=False)
@@ -158,10 +159,7 @@ def preprocess(raw_dir: Path, out_dir: Path, size: int, categories: Sequence[str
                      columns=["split", "file", "problem"]).to_csv(staging / SKIPPED_FILE, index=False)
     if plot_path is not None:
         plot_tumor_area(index, plot_path)
-    summary = audit(index, stats, skipped=len(bad))
-    if pseudo_mask_size is not None:
-        summary["pseudo_mask_label_share"] = pseudo_share
-    return summary
+    return audit(index, stats, skipped=len(bad)) | pseudo_audit
 
 
 def pseudo_mask_label_share(masks: np.ndarray, pseudo: np.ndarray) -> float:
