@@ -1,15 +1,16 @@
 """The committed figure results/outlines.png: real test slices with the expert outline, the Kaggle box and
-what the box-trained, box-supervised and outline-trained models draw (best, median and worst by the
-outline model's Dice).
+what three models draw at the box profile's budget: trained on the boxes as masks, on GrabCut pseudo-masks
+drawn inside the boxes (train.labels: pseudo), and on the outlines (best, median and worst by the outline
+model's Dice).
 
 Masks come from `brainseg-predict` (the exported models, as users run them), each model on its own
 dataset's copy of the test slices:
 
     brainseg-predict <boxes>/test --model <box run>/models/model.onnx --out /tmp/box-pred --overlay none
-    brainseg-predict <boxes>/test --model <box-mode run>/models/model.onnx --out /tmp/weak-pred --overlay none
+    brainseg-predict <boxes>/test --model <pseudo-mask run>/models/model.onnx --out /tmp/pseudo-pred --overlay none
     brainseg-predict <outlines test images> --model <outline run>/models/model.onnx --out /tmp/outline-pred --overlay none
     python results/outline_figure.py --outlines OUTLINES_DIR --boxes BOXES_DIR --box-pred /tmp/box-pred \
-        --weak-pred /tmp/weak-pred --outline-pred /tmp/outline-pred --out results/outlines.png
+        --pseudo-pred /tmp/pseudo-pred --outline-pred /tmp/outline-pred --out results/outlines.png
 
 OUTLINES_DIR and BOXES_DIR are the extracted datasets (figshare `images/ masks/`; Kaggle `train/ valid/ test/`).
 """
@@ -50,8 +51,8 @@ def main() -> None:
     parser.add_argument("--outlines", type=Path, required=True)
     parser.add_argument("--boxes", type=Path, required=True)
     parser.add_argument("--box-pred", type=Path, required=True)
-    parser.add_argument("--weak-pred", type=Path, required=True,
-                        help="masks of a model trained on the boxes in box mode (train.labels: box)")
+    parser.add_argument("--pseudo-pred", type=Path, required=True,
+                        help="masks of a model trained on the boxes' GrabCut pseudo-masks (train.labels: pseudo)")
     parser.add_argument("--outline-pred", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "outlines.png")
     args = parser.parse_args()
@@ -74,10 +75,10 @@ def main() -> None:
         masks = {"outline": outline,
                  "box": at_slice_size(sample_mask(box_sample, box_sample.height, box_sample.width)),
                  "box model": at_slice_size(read_mask_file(args.box_pred / f"{Path(box_sample.name).stem}_mask.png")),
-                 "weak model": at_slice_size(read_mask_file(args.weak_pred / f"{Path(box_sample.name).stem}_mask.png")),
+                 "pseudo model": at_slice_size(read_mask_file(args.pseudo_pred / f"{Path(box_sample.name).stem}_mask.png")),
                  "outline model": read_mask_file(args.outline_pred / f"{figshare_id}_mask.png")}
         dice = {f"{name.replace(' ', '_')}_dice": float(per_image_table(masks[name][None], outline[None]).dice[0])
-                for name in ("box", "box model", "weak model", "outline model")}
+                for name in ("box", "box model", "pseudo model", "outline model")}
         rows.append({"id": figshare_id, "image": image, "masks": masks, **dice})
     table = pd.DataFrame(rows).sort_values(["outline_model_dice", "id"], ascending=[False, True], kind="stable")
     middle = len(table) // 2 - PER_GROUP // 2
@@ -87,18 +88,18 @@ def main() -> None:
     for group, picked in chosen:
         for row in picked.itertuples():
             region = _crop_box(list(row.masks.values()), row.image.shape)
-            cases.append((f"{group}: slice {row.id}\nDice {row.box_model_dice:.2f} / {row.weak_model_dice:.2f} "
+            cases.append((f"{group}: slice {row.id}\nDice {row.box_model_dice:.2f} / {row.pseudo_model_dice:.2f} "
                           f"(boxes), {row.outline_model_dice:.2f} (outlines)",
                           row.image[region], {k: v[region] for k, v in row.masks.items()}))
     comparison_grid(cases, [("expert outline (green),\nKaggle box (yellow)", [("outline", "lime"), ("box", "yellow")]),
                             ("trained on boxes (red)", [("outline", "lime"), ("box model", "red")]),
-                            ("boxes, train.labels: box (red)", [("outline", "lime"), ("weak model", "red")]),
+                            ("boxes' GrabCut pseudo-masks (red)", [("outline", "lime"), ("pseudo model", "red")]),
                             ("trained on outlines (red)", [("outline", "lime"), ("outline model", "red")])],
                     f"Test slices ranked by the outline-trained model (of {len(table)}); "
-                    "Dice against the expert outline of models trained on boxes (as masks / in a box mode) and on "
-                    "outlines", ATTRIBUTION, args.out, dpi=64)
+                    "Dice against the expert outline of models trained on boxes (as masks / as pseudo-masks) and "
+                    "on outlines", ATTRIBUTION, args.out, dpi=64)
     print(f"{args.out}: mean Dice vs outlines: box {table.box_dice.mean():.3f}, box model "
-          f"{table.box_model_dice.mean():.3f}, box mode {table.weak_model_dice.mean():.3f}, "
+          f"{table.box_model_dice.mean():.3f}, pseudo-masks {table.pseudo_model_dice.mean():.3f}, "
           f"outline model {table.outline_model_dice.mean():.3f}")
 
 
