@@ -1,5 +1,5 @@
 """The committed figure results/outlines.png: real test slices with the expert outline, the Kaggle box and
-what three models draw at the box profile's budget: trained on the boxes as masks, on GrabCut pseudo-masks
+what three models of about the same budget draw: trained on the boxes as masks, on GrabCut pseudo-masks
 drawn inside the boxes (train.labels: pseudo), and on the outlines (best, median and worst by the outline
 model's Dice).
 
