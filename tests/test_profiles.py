@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from brainseg.config import ConfigError, parse_params
-from brainseg.profiles import (SUMMARY_COLUMNS, append_record, as_dvc_applies, changes_for, hydra_value, main, merge,
-                               overrides, paired_comparison, portable_argv, read_profile, summary_table)
+from brainseg.profiles import (SUMMARY_COLUMNS, append_record, as_dvc_applies, changes_for, flatten, hydra_value, main,
+                               merge, overrides, paired_comparison, portable_argv, read_profile, summary_table)
 from tiny_repo import copy_repo, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +31,39 @@ def test_each_profile_gives_valid_params_through_dvc(profile):
     parse_params(expected)
     assert expected != BASE
     assert as_dvc_applies(BASE, overrides(BASE, changes)) == expected
+
+
+def test_a_profile_extends_another_and_changes_only_what_it_lists(tmp_path):
+    (tmp_path / "base.yaml").write_text("preprocess:\n  image_size: 128\ntrain:\n  epochs: 30\n  augment:\n"
+                                        "    hflip: 0.5\n    rotate_deg: 10.0\n")
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\ntrain:\n  augment:\n    rotate_deg: 0.0\n")
+    (tmp_path / "leaf.yaml").write_text("extends: mid.yaml\ntrain:\n  epochs: 75\n")
+    assert read_profile(tmp_path / "leaf.yaml") == {
+        "preprocess": {"image_size": 128}, "train": {"epochs": 75, "augment": {"hflip": 0.5, "rotate_deg": 0.0}}}
+    assert read_profile(tmp_path / "base.yaml")["train"]["epochs"] == 30  # the parent is not changed by its child
+
+
+@pytest.mark.parametrize("extends, message", [
+    ("elsewhere.yaml", r"leaf\.yaml: extends elsewhere\.yaml, which is not a file in"),
+    ("leaf.yaml", r"leaf\.yaml: extends leaf\.yaml, which leads back to leaf\.yaml"),
+    ("loop.yaml", r"loop\.yaml: extends leaf\.yaml, which leads back to loop\.yaml"),
+    ("[a.yaml, b.yaml]", r"leaf\.yaml: extends takes the file name of another profile"),
+])
+def test_a_bad_extends_names_the_profile(tmp_path, extends, message):
+    (tmp_path / "loop.yaml").write_text("extends: leaf.yaml\n")
+    (tmp_path / "leaf.yaml").write_text(f"extends: {extends}\ntrain:\n  epochs: 75\n")
+    with pytest.raises(ConfigError, match=message):
+        read_profile(tmp_path / "leaf.yaml")
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)
+def test_a_shipped_variant_does_not_repeat_the_profile_it_extends(profile):
+    """Each value has one home: a variant that restates its parent's value would keep it after the parent changes."""
+    own = yaml.safe_load(profile.read_text())
+    if "extends" not in own:
+        return
+    inherited = flatten(read_profile(profile.parent / own.pop("extends")))
+    assert {k: v for k, v in flatten(own).items() if inherited.get(k, object()) == v} == {}
 
 
 def test_local_switches_source_and_survives_dvc_parsing(tmp_path):

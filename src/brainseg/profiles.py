@@ -39,11 +39,25 @@ PLAIN_STRING = re.compile(r"(?:[A-Za-z_]|\.{1,2}/|/)[A-Za-z0-9_./-]*")
 HYDRA_KEYWORDS = {"true", "false", "null", "nan", "inf"}
 
 
-def read_profile(path: Path) -> dict:
+def read_profile(path: Path, _extended_by: tuple[Path, ...] = ()) -> dict:
+    """The params.yaml keys a profile changes. `extends: OTHER.yaml` (a file beside it) starts from the
+    changes of another profile, so that a variant lists only what it does differently and a change to the
+    recipe it builds on is made in one place."""
     profile = read_yaml(path, "profile not found; the shipped ones are in configs/")
     if not isinstance(profile, dict) or not profile:
         raise ConfigError(f"{path}: a profile is a mapping of the params.yaml keys it changes")
-    return profile
+    parent = profile.pop("extends", None)
+    if parent is None:
+        return profile
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: extends takes the file name of another profile beside it, e.g. extends: kaggle-cpu.yaml")
+    parent_path = path.parent / parent
+    chain = (*_extended_by, path.resolve())
+    if parent_path.resolve() in chain:
+        raise ConfigError(f"{path}: extends {parent}, which leads back to {path.name}; one of them must stand alone")
+    if not parent_path.is_file():
+        raise ConfigError(f"{path}: extends {parent}, which is not a file in {path.parent}/")
+    return merge(read_profile(parent_path, chain), profile)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
