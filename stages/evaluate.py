@@ -4,6 +4,7 @@ scores against the reference set in data/reference/ when one is configured."""
 
 from pathlib import Path
 
+import own_src  # noqa: F401 - this repository's src/ first: the code dvc.lock hashes is the code that runs
 from brainseg.cli import run
 from brainseg.config import load_params
 from brainseg.evaluate import evaluate

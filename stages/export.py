@@ -4,6 +4,7 @@ and models/MODEL_CARD.md from them and the evaluate and preprocess stages' metri
 import json
 from pathlib import Path
 
+import own_src  # noqa: F401 - this repository's src/ first: the code dvc.lock hashes is the code that runs
 from brainseg.cli import run
 from brainseg.config import load_params
 from brainseg.data.dataset import ProcessedData

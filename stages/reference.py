@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import own_src  # noqa: F401 - this repository's src/ first: the code dvc.lock hashes is the code that runs
 from brainseg.cli import run
 from brainseg.config import load_params
 from brainseg.data.sources import download_reference

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import ast
 import copy
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -106,3 +110,28 @@ def test_a_module_missing_from_a_stage_is_named():
     deps = folder["stages"]["preprocess"]["deps"]
     deps[:] = [d for d in deps if not d.startswith("src/brainseg/data/")] + ["src/brainseg/data"]
     assert "preprocess" not in missing_deps(folder)
+
+
+def _first_imports(script: Path) -> list[str]:
+    """Top-level module names `script` imports, in order."""
+    return [alias.name if isinstance(node, ast.Import) else node.module
+            for node in ast.parse(script.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in (node.names[:1] if isinstance(node, ast.ImportFrom) else node.names)]
+
+
+def test_every_stage_script_puts_its_own_src_first():
+    for stage in _dvc_yaml()["stages"].values():
+        imports = _first_imports(ROOT / stage["cmd"].split()[1])
+        first_project = next(i for i, name in enumerate(imports) if name.split(".")[0] == "brainseg")
+        assert "own_src" in imports[:first_project], stage["cmd"]
+
+
+def test_a_stage_runs_the_code_beside_it_not_another_installed_copy(tmp_path):
+    """Another clone's src/ on PYTHONPATH (as an editable install of it would be) must not be what runs."""
+    for name in ("stages", "src"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    marker = tmp_path / "src/brainseg/__init__.py"
+    marker.write_text(marker.read_text() + "\nprint('brainseg imported from', __file__)\n")
+    result = subprocess.run([sys.executable, "stages/split.py"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)})
+    assert f"brainseg imported from {marker}" in result.stdout, result.stdout + result.stderr
