@@ -15,9 +15,11 @@ from brainseg.io import remove_abandoned
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"phantom": {"train": 8, "valid": 4, "test": 4, "image_size": 64}},
         "preprocess": {"image_size": 32}}
-# Runs the stage script as usual, but SIGKILLs the process at the moment its staging folder is
-# complete and about to be renamed into place: the worst moment, with every scratch folder full.
-KILLED_AT_RENAME = ("import os, runpy, signal, sys; import brainseg.io; "
+# Runs the stage script as usual (its folder first on sys.path, as `python stages/x.py` puts it), but
+# SIGKILLs the process at the moment its staging folder is complete and about to be renamed into place:
+# the worst moment, with every scratch folder full.
+KILLED_AT_RENAME = ("import os, runpy, signal, sys; sys.path.insert(0, os.path.dirname(sys.argv[1])); "
+                    "import own_src, brainseg.io; "
                     "brainseg.io.replace_dir = lambda *_: os.kill(os.getpid(), signal.SIGKILL); "
                     "runpy.run_path(sys.argv[1], run_name='__main__')")
 
