@@ -113,10 +113,14 @@ def test_a_module_missing_from_a_stage_is_named():
 
 
 def _first_imports(script: Path) -> list[str]:
-    """Top-level module names `script` imports, in order."""
-    return [alias.name if isinstance(node, ast.Import) else node.module
-            for node in ast.parse(script.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))
-            for alias in (node.names[:1] if isinstance(node, ast.ImportFrom) else node.names)]
+    """The modules `script`'s top-level import statements name, in order."""
+    names = []
+    for node in ast.parse(script.read_text()).body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module)
+    return names
 
 
 def test_every_stage_script_puts_its_own_src_first():
